@@ -1,0 +1,231 @@
+"""Hardware profile: chip, node, cluster, and efficiency models kept apart from datasheet peaks.
+
+Units are in the field names: TFLOPS = 1e12 FLOP/s, GB = 1e9 bytes, GBps = 1e9 bytes/s per
+direction, us = microseconds. Every section carries a ``source`` string citing where its numbers
+come from; derating factors live in ``efficiency`` (physically motivated defaults) or in
+``calibration`` (fitted by ``npusim calibrate`` from kernel measurements), never in the datasheet
+sections.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
+DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+class ChipSpec(_Strict):
+    """One accelerator (one addressable device: a GPU, a 910B, a 310P chip or a 910C package)."""
+
+    name: str
+    """Marketing name and SKU, e.g. 'Ascend 910B (376T SKU)'."""
+    matrix_tflops: dict[Dtype, PositiveFloat]
+    """Dense peak of the matrix unit (tensor core / cube) per dtype, TFLOP/s. Missing dtype = unsupported."""
+    vector_tflops: dict[Dtype, PositiveFloat]
+    """Peak of the vector unit (CUDA cores / AIV) per dtype, TFLOP/s."""
+    hbm_capacity_GB: PositiveFloat
+    """Device memory capacity in GB (1e9 bytes)."""
+    hbm_bandwidth_GBps: PositiveFloat
+    """Datasheet device-memory bandwidth, GB/s."""
+    source: str
+    """Citation for every number in this section."""
+
+
+class ScaleUpSpec(_Strict):
+    """Links inside the scale-up domain (NVLink/NVSwitch, HCCS full mesh, UB, PCIe)."""
+
+    type: Literal["nvlink", "hccs", "ub", "pcie"]
+    topology: Literal["switch", "full_mesh"]
+    """'switch': every device reaches every other at full bandwidth; 'full_mesh': one point-to-point
+    link per peer, so a group of g devices can use only g-1 links of each device."""
+    bandwidth_GBps: PositiveFloat
+    """Aggregate per-device bandwidth per direction (all links together), GB/s."""
+    latency_us: PositiveFloat
+    """One-hop latency, microseconds."""
+    domain_devices: Optional[PositiveInt] = None
+    """Devices in one scale-up domain when it is larger than a server (CloudMatrix384: 384)."""
+    source: str
+
+
+class NodeSpec(_Strict):
+    """One server."""
+
+    devices_per_node: PositiveInt
+    scale_up: ScaleUpSpec
+    source: str
+
+
+class ScaleOutSpec(_Strict):
+    """The network between scale-up domains (InfiniBand, RoCE)."""
+
+    type: Literal["infiniband", "roce", "ethernet", "ub"]
+    nics_per_device: PositiveFloat
+    """NIC ports per device (0.5 = two devices share one port)."""
+    nic_bandwidth_GBps: PositiveFloat
+    """Per-port bandwidth per direction, GB/s (200 Gb/s = 25 GB/s)."""
+    latency_us: PositiveFloat
+    topology: Literal["clos", "fat_tree", "rail_optimized"]
+    oversubscription: float = Field(1.0, ge=1.0)
+    """Leaf-to-spine oversubscription (1 = non-blocking)."""
+    nodes_per_leaf: PositiveInt = 16
+    """Servers under one leaf switch; traffic beyond them crosses the spine."""
+    source: str
+
+
+class GemmEfficiency(_Strict):
+    """Fraction of matrix peak a GEMM reaches: ``max_fraction * prod(d / (d + d_half))`` over M, N, K."""
+
+    max_fraction: float = Field(gt=0, le=1)
+    m_half: float = Field(ge=0)
+    n_half: float = Field(ge=0)
+    k_half: float = Field(ge=0)
+
+
+class MemoryEfficiency(_Strict):
+    """Achieved fraction of HBM bandwidth: ``max_fraction * bytes / (bytes + half_bytes)``."""
+
+    max_fraction: float = Field(gt=0, le=1)
+    half_bytes: float = Field(ge=0)
+
+
+class AttentionEfficiency(_Strict):
+    """Fraction of matrix peak reached by fused (flash) attention, saturating in sequence length."""
+
+    max_fraction: float = Field(gt=0, le=1)
+    seq_half: float = Field(ge=0)
+    backward_factor: float = Field(2.5, gt=0)
+    """Backward time / forward time at equal efficiency (FLOP ratio 2.5 for flash attention)."""
+
+
+class EfficiencyModel(_Strict):
+    """Derating models: how much of the datasheet a real kernel or collective reaches."""
+
+    gemm: GemmEfficiency
+    grouped_gemm_tokens_half: float = Field(0.0, ge=0)
+    """Grouped-GEMM penalty: extra M-saturation from tokens per expert (0 = same as dense GEMM)."""
+    attention: AttentionEfficiency
+    memory: MemoryEfficiency
+    vector_fraction: float = Field(gt=0, le=1)
+    """Achieved fraction of vector peak for compute-bound elementwise work."""
+    launch_overhead_us: float = Field(ge=0)
+    """Fixed cost added to every kernel."""
+    scale_up_fraction: float = Field(gt=0, le=1)
+    """Achieved fraction of scale-up link bandwidth by collectives (bus bandwidth / link)."""
+    scale_out_fraction: float = Field(gt=0, le=1)
+    """Achieved fraction of scale-out NIC bandwidth by collectives."""
+    overlap_compute_slowdown: float = Field(0.0, ge=0, lt=1)
+    """Fraction by which compute slows while a collective runs concurrently on the same device."""
+    source: str
+    """How these numbers were obtained: measurement, fit (with command), or physical argument."""
+
+
+class Calibration(EfficiencyModel):
+    """An efficiency model fitted from kernel measurements (overrides ``efficiency`` when present)."""
+
+    fitted_from: str
+    """The data set the fit used (path and provenance)."""
+    command: str
+    """The command that reproduces the fit."""
+    residuals: dict[str, float] = Field(default_factory=dict)
+    """Fit quality per kernel class, e.g. {'gemm_mape_pct': 6.1}."""
+
+
+class HardwareProfile(_Strict):
+    """A complete hardware profile: datasheet sections plus derating models."""
+
+    name: str
+    description: str
+    chip: ChipSpec
+    node: NodeSpec
+    cluster: ScaleOutSpec
+    efficiency: EfficiencyModel
+    calibration: Optional[Calibration] = None
+    max_devices: PositiveInt = 1_000_000
+    """Largest cluster this system can be built to (collective domain limit)."""
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "HardwareProfile":
+        if not self.chip.matrix_tflops:
+            raise ValueError("chip.matrix_tflops must name at least one dtype")
+        dom = self.node.scale_up.domain_devices
+        if dom is not None and dom % self.node.devices_per_node:
+            raise ValueError("node.scale_up.domain_devices must be a multiple of devices_per_node")
+        return self
+
+    @property
+    def derating(self) -> EfficiencyModel:
+        """The efficiency model in force: the calibration when present, else the defaults."""
+        return self.calibration if self.calibration is not None else self.efficiency
+
+    @property
+    def scale_up_devices(self) -> int:
+        """Devices that share the scale-up fabric (a server, or a SuperPoD for UB systems)."""
+        return self.node.scale_up.domain_devices or self.node.devices_per_node
+
+    def matrix_peak_flops(self, dtype: str) -> float:
+        """Matrix-unit peak in FLOP/s for ``dtype`` (plan independent)."""
+        return self.chip.matrix_tflops[dtype] * 1e12  # type: ignore[index]
+
+    def with_changes(self, **scales: float) -> "HardwareProfile":
+        """Return a copy with datasheet numbers scaled: flops, hbm_bw, scale_up_bw, scale_out_bw."""
+        chip, node, cluster = self.chip, self.node, self.cluster
+        if "flops" in scales:
+            f = scales["flops"]
+            chip = chip.model_copy(update={
+                "matrix_tflops": {k: v * f for k, v in chip.matrix_tflops.items()},
+                "vector_tflops": {k: v * f for k, v in chip.vector_tflops.items()}})
+        if "hbm_bw" in scales:
+            chip = chip.model_copy(update={"hbm_bandwidth_GBps": chip.hbm_bandwidth_GBps * scales["hbm_bw"]})
+        if "scale_up_bw" in scales:
+            su = node.scale_up.model_copy(update={"bandwidth_GBps": node.scale_up.bandwidth_GBps * scales["scale_up_bw"]})
+            node = node.model_copy(update={"scale_up": su})
+        if "scale_out_bw" in scales:
+            cluster = cluster.model_copy(update={"nic_bandwidth_GBps": cluster.nic_bandwidth_GBps * scales["scale_out_bw"]})
+        return self.model_copy(update={"chip": chip, "node": node, "cluster": cluster})
+
+
+PROFILE_DIR_ENV = "NPUSIM_PROFILE_PATH"
+
+
+def profile_dirs() -> list[Path]:
+    """Directories searched for ``NAME.yaml``: $NPUSIM_PROFILE_PATH, the repo's hw_profiles/, the wheel's copy."""
+    import os
+
+    dirs = [Path(p) for p in os.environ.get(PROFILE_DIR_ENV, "").split(os.pathsep) if p]
+    pkg = Path(__file__).resolve().parent.parent
+    dirs += [pkg.parent / "hw_profiles", pkg / "hw_profiles"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_profiles() -> list[str]:
+    """Names of every preset profile found."""
+    names: set[str] = set()
+    for d in profile_dirs():
+        names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def load_profile(name_or_path: str) -> HardwareProfile:
+    """Load a preset by name or a profile YAML by path; raise ConfigError with one line on any defect."""
+    from npusim.config.errors import ConfigError, did_you_mean
+    from npusim.config.loader import read_mapping, validate
+
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
+        found = [d / f"{name_or_path}.yaml" for d in profile_dirs() if (d / f"{name_or_path}.yaml").is_file()]
+        if not found:
+            names = list_profiles()
+            raise ConfigError("--hardware", "hardware", name_or_path,
+                              "unknown hardware preset" + did_you_mean(name_or_path, names),
+                              ", ".join(names))
+        path = found[0]
+    data = read_mapping(path)
+    return validate(HardwareProfile, data, str(path))

@@ -1,0 +1,175 @@
+"""Parallel plan: how a model is split over devices, and the options of the training step."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from npusim.config.errors import ConfigError
+
+Recompute = Literal["none", "selective", "full"]
+Schedule = Literal["1f1b", "interleaved"]
+
+
+class ParallelPlan(BaseModel):
+    """Degrees of parallelism plus step options. ``dp`` = 0 means 'derive from the device count'."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    tp: PositiveInt = 1
+    """Tensor-parallel size."""
+    pp: PositiveInt = 1
+    """Pipeline-parallel size."""
+    vpp: PositiveInt = 1
+    """Virtual pipeline chunks per pipeline rank (1 = no interleaving)."""
+    cp: PositiveInt = 1
+    """Context-parallel size."""
+    dp: int = Field(0, ge=0)
+    """Data-parallel size (0 = devices / (tp*pp*cp))."""
+    ep: PositiveInt = 1
+    """Expert-parallel size; expert groups are carved out of the tp*cp*dp ranks."""
+    etp: int = Field(0, ge=0)
+    """Expert tensor-parallel size (0 = default: tp when ep*tp fits in tp*cp*dp, else 1; 1 with tp_extend_ep)."""
+    tp_extend_ep: bool = False
+    """Split experts over tp*ep ranks (each expert whole) instead of splitting each expert's weights."""
+    sp: bool = False
+    """Megatron sequence parallelism (norms/dropout split over TP; reduce-scatter + all-gather)."""
+    zero: int = Field(0, ge=0, le=3)
+    """0 none, 1 optimizer states (distributed optimizer), 2 + gradients, 3 + parameters."""
+    recompute: Recompute = "none"
+    micro_batch: PositiveInt = 1
+    """Sequences per micro-batch per data-parallel rank."""
+    schedule: Schedule | None = None
+    """Pipeline schedule (None = interleaved when vpp > 1, else 1f1b)."""
+    precision: Literal["bf16", "fp16", "fp8", "int8"] = "bf16"
+    """GEMM precision."""
+    master_weights: Literal["fp32", "none"] = "fp32"
+    overlap_grad_reduce: bool = True
+    """Overlap DP gradient reduction with the backward pass."""
+    overlap_param_gather: bool = True
+    """Overlap ZeRO parameter all-gathers with compute."""
+    tp_comm_overlap: bool = False
+    """Overlap TP collectives with the neighbouring GEMMs."""
+    a2a: Literal["flat", "hierarchical"] = "flat"
+    """EP all-to-all algorithm."""
+    flash_attention: bool = True
+    """Fused attention (False = materialised scores, softmax and dropout as separate kernels)."""
+
+    @property
+    def pipeline_schedule(self) -> str:
+        """The schedule in force."""
+        return self.schedule or ("interleaved" if self.vpp > 1 else "1f1b")
+
+    @property
+    def expert_tp(self) -> int:
+        """Expert tensor-parallel size in force."""
+        if self.etp:
+            return self.etp
+        return 1 if self.tp_extend_ep else self.tp
+
+    @property
+    def expert_ep(self) -> int:
+        """Ranks the experts of a layer are spread over (ep, times tp with TP-extend-EP)."""
+        return self.ep * (self.tp if self.tp_extend_ep else 1)
+
+    def degrees(self) -> dict[str, int]:
+        """The parallel degrees by name."""
+        return {"tp": self.tp, "pp": self.pp, "vpp": self.vpp, "cp": self.cp, "dp": self.dp,
+                "ep": self.ep, "etp": self.expert_tp}
+
+
+_INT_KEYS = {"tp", "pp", "vpp", "cp", "dp", "ep", "etp", "zero", "micro_batch", "mb"}
+_BOOL_KEYS = {"sp", "tp_extend_ep", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
+              "flash_attention"}
+_STR_KEYS = {"recompute", "schedule", "precision", "master_weights", "a2a"}
+
+
+def parse_plan(text: str, source: str = "--plan") -> dict:
+    """Parse ``"tp=8,pp=16,vpp=2,ep=4"`` into a dict of plan fields (values typed, names checked)."""
+    from npusim.config.errors import did_you_mean
+
+    out: dict = {}
+    allowed = sorted(_INT_KEYS | _BOOL_KEYS | _STR_KEYS)
+    for part in [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]:
+        if "=" not in part:
+            raise ConfigError(source, part, part, "expected key=value", ", ".join(allowed))
+        key, val = (s.strip() for s in part.split("=", 1))
+        if key not in allowed:
+            raise ConfigError(source, key, val, "unknown plan key" + did_you_mean(key, allowed), ", ".join(allowed))
+        if key in _INT_KEYS:
+            try:
+                out["micro_batch" if key == "mb" else key] = int(val)
+            except ValueError:
+                raise ConfigError(source, key, val, "not an integer", "a positive integer") from None
+        elif key in _BOOL_KEYS:
+            if val.lower() not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+                raise ConfigError(source, key, val, "not a boolean", "0/1/true/false")
+            out[key] = val.lower() in ("1", "true", "yes", "on")
+        else:
+            out[key] = val
+    return out
+
+
+def make_plan(fields: dict, source: str = "--plan") -> ParallelPlan:
+    """Validate plan fields into a ParallelPlan (one-line ConfigError on a bad value)."""
+    from npusim.config.loader import validate
+
+    return validate(ParallelPlan, fields, source)
+
+
+def resolve_plan(plan: ParallelPlan, model, devices: int, global_batch: int, seq_len: int,
+                 source: str = "--plan") -> ParallelPlan:
+    """Derive ``dp`` and check the plan against the model and device count; raise ConfigError."""
+    def bad(field: str, value: object, problem: str, allowed: str = "") -> ConfigError:
+        return ConfigError(source, field, value, problem, allowed)
+
+    if devices < 1:
+        raise bad("devices", devices, "must be positive", ">= 1")
+    mp = plan.tp * plan.pp * plan.cp
+    dp = plan.dp
+    if dp == 0:
+        if devices % mp:
+            raise bad("devices", devices, f"not divisible by tp*pp*cp = {mp}", f"a multiple of {mp}")
+        dp = devices // mp
+    if mp * dp != devices:
+        raise bad("dp", dp, f"tp*pp*cp*dp = {mp * dp} but devices = {devices}", f"dp = {devices // mp if devices % mp == 0 else 'none'}")
+    if model.heads % plan.tp:
+        raise bad("tp", plan.tp, f"does not divide heads ({model.heads})", "a divisor of the head count")
+    kv = model.n_kv_heads
+    if model.attention != "mla" and kv % plan.tp and plan.tp % kv:
+        raise bad("tp", plan.tp, f"incompatible with kv_heads ({kv})", "a divisor or multiple of kv_heads")
+    chunks = plan.pp * plan.vpp
+    if model.layers < chunks:
+        raise bad("pp*vpp", chunks, f"more pipeline chunks than layers ({model.layers})", f"<= {model.layers}")
+    if plan.vpp > 1 and plan.pp == 1:
+        raise bad("vpp", plan.vpp, "interleaving needs pp > 1", "1 when pp = 1")
+    if seq_len % plan.cp:
+        raise bad("cp", plan.cp, f"does not divide seq_len ({seq_len})", "a divisor of seq_len")
+    if plan.sp and plan.tp > 1 and (seq_len // plan.cp) % plan.tp:
+        raise bad("sp", 1, f"seq_len/cp ({seq_len // plan.cp}) not divisible by tp ({plan.tp})")
+    per_step = plan.micro_batch * dp
+    if global_batch % per_step:
+        raise bad("global_batch", global_batch, f"not divisible by micro_batch*dp = {per_step}",
+                  f"a multiple of {per_step}")
+    m = global_batch // per_step
+    if plan.pipeline_schedule == "interleaved" and plan.pp > 1 and m % plan.pp:
+        raise bad("global_batch", global_batch,
+                  f"interleaved schedule needs micro-batches ({m}) divisible by pp ({plan.pp})",
+                  f"global_batch a multiple of {per_step * plan.pp}")
+    if model.is_moe and plan.etp == 0:
+        # Megatron-Core's default expert TP is tp; when ep*tp does not fit in tp*cp*dp (as in the
+        # NeMo/Megatron-Bridge MoE recipes, which set ETP 1) fall back to 1.
+        etp = 1 if plan.tp_extend_ep or (plan.tp * plan.cp * dp) % (plan.ep * plan.tp) else plan.tp
+        plan = plan.model_copy(update={"etp": etp})
+    if model.is_moe:
+        eep = plan.expert_ep
+        if model.experts % eep:
+            raise bad("ep", plan.ep, f"experts ({model.experts}) not divisible by expert-parallel ranks ({eep})",
+                      "a divisor of the expert count")
+        moe_ranks = eep * plan.expert_tp
+        if (plan.tp * plan.cp * dp) % moe_ranks:
+            raise bad("ep", plan.ep, f"ep*etp = {moe_ranks} does not divide tp*cp*dp = {plan.tp * plan.cp * dp}",
+                      "ep*etp dividing tp*cp*dp")
+    elif plan.ep > 1:
+        raise bad("ep", plan.ep, "a dense model has no experts", "1")
+    return plan.model_copy(update={"dp": dp})

@@ -1,0 +1,52 @@
+"""Time of a forward or backward pass: op times plus the exposed part of its collectives."""
+from __future__ import annotations
+
+from npusim.cost.collectives import collective_time
+from npusim.cost.compute import op_time
+from npusim.workload.ops import Pass
+
+PART_NAMES = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm",
+              "bubble", "imbalance", "optimizer", "other")
+"""The named parts of a step; they add up to the step time."""
+
+
+def pass_parts(p: Pass, hw, plan, places: dict, cache: dict | None = None) -> dict[str, float]:
+    """Named parts (seconds) of one pass on one device: compute, recompute and exposed comm."""
+    cache = {} if cache is None else cache
+    parts = {"compute": 0.0, "recompute": 0.0}
+    gemm_s = attn_s = 0.0
+    for op in p.ops:
+        key = ("op", op)
+        t = cache.get(key)
+        if t is None:
+            t = cache[key] = op_time(op, hw, plan.precision)
+        parts["recompute" if op.recompute else "compute"] += t
+        if op.kind in ("gemm", "grouped_gemm"):
+            gemm_s += t
+        elif op.kind == "attention" or op.name.startswith("attn_"):
+            attn_s += t
+    comm: dict[str, float] = {}
+    for c in p.comms:
+        key = ("comm", c, places[c.group])
+        t = cache.get(key)
+        if t is None:
+            t = cache[key] = collective_time(c, places[c.group], hw)
+        name = f"{c.kind}_comm"
+        comm[name] = comm.get(name, 0.0) + t
+    if "tp_comm" in comm and plan.tp_comm_overlap:
+        comm["tp_comm"] = _exposed(comm["tp_comm"], gemm_s, hw, parts)
+    if "cp_comm" in comm:
+        comm["cp_comm"] = _exposed(comm["cp_comm"], attn_s, hw, parts)
+    if "dp_comm" in comm and plan.overlap_param_gather:
+        comm["dp_comm"] = _exposed(comm["dp_comm"], gemm_s, hw, parts)
+    for k, v in comm.items():
+        parts[k] = parts.get(k, 0.0) + v
+    return parts
+
+
+def _exposed(comm_s: float, hide_s: float, hw, parts: dict[str, float]) -> float:
+    """Exposed remainder of a collective overlapped with ``hide_s`` of compute; the hidden part
+    slows that compute by the profile's interference factor (charged to compute)."""
+    hidden = min(comm_s, hide_s)
+    parts["compute"] += hidden * hw.derating.overlap_compute_slowdown
+    return comm_s - hidden

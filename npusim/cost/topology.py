@@ -1,0 +1,123 @@
+"""The cluster as a networkx graph, and where a parallel group's ranks land on it.
+
+Ranks are laid out Megatron-style: tp fastest, then cp, then dp, then pp; a group is a set of ranks
+``base + i * stride``. The graph has one vertex per device, one per scale-up switch (or full-mesh
+links between devices), one per leaf and spine switch; edge attribute ``GBps`` is the per-direction
+capacity. The collective model asks the graph for per-device bandwidth of each tier.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import math
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a group of ``size`` ranks spreads over scale-up domains."""
+
+    size: int
+    per_domain: int
+    """Group members inside one scale-up domain."""
+    domains: int
+    """Scale-up domains the group spans."""
+    leaves: int
+    """Leaf switches the group spans (1 = traffic stays under one leaf)."""
+
+
+def place_group(size: int, stride: int, domain: int, nodes_per_leaf: int, devices_per_node: int) -> Placement:
+    """Placement of ranks ``r, r+stride, ...`` (``size`` of them) over domains of ``domain`` devices."""
+    if size <= 1:
+        return Placement(1, 1, 1, 1)
+    per_domain = 1 if stride >= domain else min(size, max(1, domain // stride))
+    domains = math.ceil(size / per_domain)
+    span_devices = (size - 1) * stride + 1
+    leaf_devices = nodes_per_leaf * devices_per_node
+    leaves = max(1, math.ceil(span_devices / leaf_devices)) if domains > 1 else 1
+    return Placement(size, per_domain, domains, leaves)
+
+
+def build_graph(hw, devices: int):
+    """A networkx graph of ``devices`` devices built from the profile (capped at 4 leaves' worth of
+    servers for display; tiers repeat beyond that)."""
+    import networkx as nx
+
+    g = nx.Graph()
+    dpn = hw.node.devices_per_node
+    su = hw.node.scale_up
+    co = hw.cluster
+    dom = hw.scale_up_devices
+    n_dev = min(devices, max(dom, dpn * co.nodes_per_leaf * 4))
+    for dev in range(n_dev):
+        g.add_node(("dev", dev), kind="device")
+    for start in range(0, n_dev, dom):
+        members = range(start, min(start + dom, n_dev))
+        if su.topology == "full_mesh":
+            link = su.bandwidth_GBps / max(1, dom - 1)
+            for i in members:
+                for j in members:
+                    if i < j:
+                        g.add_edge(("dev", i), ("dev", j), GBps=link, latency_us=su.latency_us, tier="scale_up")
+        else:
+            sw = ("su_switch", start // dom)
+            g.add_node(sw, kind="switch")
+            for i in members:
+                g.add_edge(("dev", i), sw, GBps=su.bandwidth_GBps, latency_us=su.latency_us, tier="scale_up")
+    if n_dev > dom:
+        nic = co.nic_bandwidth_GBps * co.nics_per_device
+        for dev in range(n_dev):
+            leaf = ("leaf", dev // (dpn * co.nodes_per_leaf))
+            g.add_edge(("dev", dev), leaf, GBps=nic, latency_us=co.latency_us, tier="scale_out")
+        leaves = sorted({n for n in g.nodes if n[0] == "leaf"})
+        if len(leaves) > 1:
+            up = nic * dpn * co.nodes_per_leaf / co.oversubscription
+            for leaf in leaves:
+                g.add_edge(leaf, ("spine", 0), GBps=up, latency_us=co.latency_us, tier="spine")
+    return g
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """Per-device bandwidth (GB/s per direction) and latency of each network tier."""
+
+    scale_up_GBps: float
+    """All scale-up links of one device together."""
+    scale_up_link_GBps: float
+    """One scale-up link (full mesh: one peer; switch: the whole port)."""
+    scale_up_latency_us: float
+    full_mesh: bool
+    scale_out_GBps: float
+    scale_out_latency_us: float
+    spine_GBps: float
+    """Per-device share of leaf-to-spine capacity when every device sends across the spine."""
+
+
+_TIERS: dict[int, tuple] = {}
+
+
+def tiers_of(hw) -> Tiers:
+    """Read tier bandwidths off a small topology graph of the profile (plan independent, cached)."""
+    hit = _TIERS.get(id(hw))
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    tiers = _read_tiers(hw)
+    _TIERS[id(hw)] = (hw, tiers)
+    return tiers
+
+
+def _read_tiers(hw) -> Tiers:
+    """Build the graph and read each tier's per-device bandwidth."""
+    dom = hw.scale_up_devices
+    co = hw.cluster
+    g = build_graph(hw, min(hw.max_devices, max(dom * 2, hw.node.devices_per_node * co.nodes_per_leaf * 2)))
+    dev0 = ("dev", 0)
+    up = [d for _, _, d in g.edges(dev0, data=True) if d["tier"] == "scale_up"]
+    out = [d for _, _, d in g.edges(dev0, data=True) if d["tier"] == "scale_out"]
+    su_total = sum(e["GBps"] for e in up)
+    su_link = max((e["GBps"] for e in up), default=0.0)
+    so = out[0]["GBps"] if out else co.nic_bandwidth_GBps * co.nics_per_device
+    spine = [d for _, _, d in g.edges(data=True) if d["tier"] == "spine"]
+    per_leaf_devices = hw.node.devices_per_node * co.nodes_per_leaf
+    spine_share = (spine[0]["GBps"] / per_leaf_devices) if spine else so / co.oversubscription
+    return Tiers(su_total, su_link, hw.node.scale_up.latency_us, hw.node.scale_up.topology == "full_mesh",
+                 so, co.latency_us, min(so, spine_share))

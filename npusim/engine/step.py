@@ -1,0 +1,143 @@
+"""One training step: lower the chunks, cost them, run the pipeline, add DP reduction and optimizer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from npusim.cost.collectives import collective_time, placements
+from npusim.cost.compute import matrix_dtype, memory_efficiency
+from npusim.cost.memory import (GiB, activation_bytes_per_layer, chunk_params, grad_bytes_per_param,
+                                state_bytes)
+from npusim.cost.passes import PART_NAMES, pass_parts
+from npusim.engine.pipeline import StageCost, simulate_pipeline
+from npusim.engine.schedules import peak_in_flight_total, schedule_orders
+from npusim.workload.layers import ACT_BYTES, Shard
+from npusim.workload.ops import Comm, Op, Pass
+from npusim.workload.passes import (backward_pass, chunk_specs, extras_forward, layer_forward,
+                                    recompute_of)
+
+OPTIMIZER_BYTES_PER_PARAM = 34.0
+"""Adam step traffic per parameter: read fp32 master, m, v, grad (16 B), write master, m, v (12 B)
+and the bf16 weight (2 B), plus the gradient-norm read (4 B)."""
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """Resolved inputs of one step."""
+
+    model: object
+    hw: object
+    plan: object
+    seq_len: int
+    global_batch: int
+    devices: int
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per pipeline per step."""
+        return self.global_batch // (self.plan.micro_batch * self.plan.dp)
+
+
+def make_shard(model, plan, seq_len: int) -> Shard:
+    """How one micro-batch is split on one device."""
+    return Shard(plan.micro_batch, seq_len, plan.tp, plan.cp, plan.sp, plan.expert_ep, plan.expert_tp,
+                 plan.flash_attention)
+
+
+def chunk_passes(inp: StepInputs, sh: Shard, spec) -> tuple[Pass, Pass]:
+    """Forward and backward (with recomputation) passes of one chunk for one micro-batch."""
+    model, plan = inp.model, inp.plan
+    fwd, bwd = Pass(), Pass()
+    for moe, count in ((False, spec.dense_layers), (True, spec.moe_layers)):
+        if not count:
+            continue
+        lf = layer_forward(model, sh, moe)
+        lb = backward_pass(lf)
+        rc = recompute_of(lf, plan.recompute)
+        for _ in range(count):
+            fwd.extend(lf)
+            bwd.extend(rc)
+            bwd.extend(lb)
+    ex = extras_forward(model, sh, spec)
+    fwd.extend(ex)
+    bwd.extend(backward_pass(ex))
+    if plan.precision == "fp8":
+        fwd.ops.extend(fp8_casts(fwd.ops))
+        bwd.ops.extend(fp8_casts(bwd.ops))
+    if plan.zero >= 3 and plan.dp * plan.cp > 1:
+        cp_ = chunk_params(model, plan, spec)
+        gather = Comm("zero3_param_gather", "dp", "all_gather", "dp_cp", plan.dp * plan.cp, cp_.dense * 2, overlappable=True)
+        fwd.comms.append(gather)
+        bwd.comms.append(gather)
+    return fwd, bwd
+
+
+def fp8_casts(ops) -> list:
+    """Quantisation kernels of FP8 GEMMs: each GEMM's activation operand is read in bf16 and written
+    in fp8 (with its amax), and the weight is cast once per micro-batch (Transformer Engine)."""
+    out = []
+    for o in ops:
+        if o.kind in ("gemm", "grouped_gemm") and not o.name.startswith("attn_") and not o.recompute:
+            elems = o.groups * (o.m * o.k + o.k * o.n)
+            out.append(Op(f"{o.name}_fp8_cast", "memory", elems, elems * 3.0))
+    return out
+
+
+def stage_costs(inp: StepInputs, specs, places, cache: dict) -> list[StageCost]:
+    """Per-virtual-stage forward/backward parts and p2p time."""
+    sh = make_shard(inp.model, inp.plan, inp.seq_len)
+    p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, sh.tokens * inp.model.hidden * ACT_BYTES / inp.plan.tp)
+    p2p_s = collective_time(p2p, places["pp"], inp.hw) if inp.plan.pp > 1 else 0.0
+    by_sig: dict[tuple, StageCost] = {}
+    out = []
+    for spec in specs:
+        sig = (spec.dense_layers, spec.moe_layers, spec.embedding, spec.head, spec.mtp)
+        if sig not in by_sig:
+            fwd, bwd = chunk_passes(inp, sh, spec)
+            flops = sum(o.flops for o in fwd.ops + bwd.ops if o.kind in ("gemm", "grouped_gemm", "attention"))
+            by_sig[sig] = StageCost(pass_parts(fwd, inp.hw, inp.plan, places, cache),
+                                    pass_parts(bwd, inp.hw, inp.plan, places, cache), p2p_s, flops)
+        out.append(by_sig[sig])
+    return out
+
+
+def dp_reduce_time(inp: StepInputs, spec, places) -> tuple[float, float]:
+    """(gradient reduction, parameter all-gather) seconds of one chunk over its DP groups."""
+    plan, hw = inp.plan, inp.hw
+    cp_ = chunk_params(inp.model, plan, spec)
+    g = grad_bytes_per_param(plan)
+    red, gather = 0.0, 0.0
+    for n, group in ((cp_.dense, "dp_cp"), (cp_.expert, "edp")):
+        pl = places[group]
+        if n <= 0 or pl.size <= 1:
+            continue
+        kind = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
+        red += collective_time(Comm("grad_reduce", "dp", kind, group, pl.size, n * g), pl, hw)
+        if plan.zero in (1, 2):
+            gather += collective_time(Comm("param_gather", "dp", "all_gather", group, pl.size, n * 2), pl, hw)
+    return red, gather
+
+
+def optimizer_time(inp: StepInputs, params_dense: float, params_expert: float, places) -> float:
+    """Seconds of the Adam update on one device's shard of parameters (memory bound)."""
+    plan, hw = inp.plan, inp.hw
+    dp_shard = places["dp_cp"].size if plan.zero >= 1 else 1
+    edp_shard = places["edp"].size if plan.zero >= 1 else 1
+    n = params_dense / dp_shard + params_expert / edp_shard
+    nbytes = n * OPTIMIZER_BYTES_PER_PARAM
+    return nbytes / (hw.chip.hbm_bandwidth_GBps * 1e9 * memory_efficiency(hw.derating, nbytes))
+
+
+def dp_tail(trace, chunk_reduce: dict[int, float], overlap: bool) -> float:
+    """Seconds the DP gradient reduction runs past the rank's last backward."""
+    if not chunk_reduce:
+        return 0.0
+    if not overlap:
+        return sum(chunk_reduce.values())
+    t = 0.0
+    for c in sorted(chunk_reduce, key=lambda c: trace.last_backward_end_s.get(c, 0.0)):
+        start = trace.last_backward_start_s.get(c, 0.0)
+        end = trace.last_backward_end_s.get(c, 0.0)
+        # Layer buckets become ready evenly through the chunk's last backward; the stream is serial.
+        t = max(t, start) + chunk_reduce[c]
+        t = max(t, end + chunk_reduce[c] / 8.0)
+    return max(0.0, t - trace.finish_s)

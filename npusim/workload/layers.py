@@ -1,0 +1,216 @@
+"""Lower one transformer layer's forward pass to per-device ops and collectives.
+
+Conventions: activations are 2 bytes (bf16/fp16); ``T`` is the tokens one device holds for one
+micro-batch (micro_batch × seq_len / cp); TP splits heads and FFN width, SP splits the
+norm/dropout regions over TP. All FLOP counts are per device for one micro-batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from npusim.workload.ops import Comm, Op, Pass
+
+ACT_BYTES = 2
+
+
+@dataclass(frozen=True)
+class Shard:
+    """How one micro-batch is split on one device (plan dependent)."""
+
+    micro_batch: int
+    seq_len: int
+    """Full sequence length (attention spans all of it)."""
+    tp: int
+    cp: int
+    sp: bool
+    expert_ep: int
+    expert_tp: int
+    flash_attention: bool
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of one micro-batch on one TP group member (before SP split)."""
+        return self.micro_batch * self.seq_len // self.cp
+
+    @property
+    def norm_tokens(self) -> int:
+        """Tokens a device normalises (split over TP with sequence parallelism)."""
+        return self.tokens // self.tp if self.sp else self.tokens
+
+
+def gemm(name: str, m: int, n: int, k: int, groups: int = 1, w_bytes: int = ACT_BYTES) -> Op:
+    """A (grouped) GEMM [m,k] x [k,n] with its minimum HBM traffic."""
+    flops = 2.0 * m * n * k * groups
+    traffic = groups * ((m * k + m * n) * ACT_BYTES + k * n * w_bytes)
+    return Op(name, "grouped_gemm" if groups > 1 and name.startswith("expert") else "gemm",
+              flops, traffic, m, n, k, groups)
+
+
+def elementwise(name: str, elems: float, passes: float = 2.0, flops_per_elem: float = 1.0) -> Op:
+    """A memory-bound elementwise kernel reading/writing ``passes`` tensors of ``elems`` values."""
+    return Op(name, "memory", flops_per_elem * elems, passes * elems * ACT_BYTES)
+
+
+def tp_collective(name: str, sh: Shard, elems: float, after_row_parallel: bool) -> list[Comm]:
+    """The TP collective after a row-parallel GEMM (all-reduce, or reduce-scatter with SP) or before
+    a column-parallel GEMM with SP (all-gather)."""
+    if sh.tp == 1:
+        return []
+    buf = elems * ACT_BYTES
+    if sh.sp:
+        kind = "reduce_scatter" if after_row_parallel else "all_gather"
+        return [Comm(name, "tp", kind, "tp", sh.tp, buf, overlappable=True)]
+    if after_row_parallel:
+        return [Comm(name, "tp", "all_reduce", "tp", sh.tp, buf, overlappable=True)]
+    return []
+
+
+def attention_core(model, sh: Shard, heads_local: int, d_qk: int, d_v: int) -> list[Op]:
+    """Score, softmax and context ops of causal self-attention (flash or materialised)."""
+    b, sq, skv = sh.micro_batch, sh.seq_len // sh.cp, sh.seq_len
+    window = model.sliding_window or 0
+    if sh.flash_attention:
+        # Causal: half of the sq x skv score matrix is computed (FLOP convention: causal halved).
+        causal_frac = 0.5 if sh.cp == 1 else 0.5  # load-balanced CP keeps the causal half
+        eff_kv = skv * causal_frac
+        if window and model.sliding_window_every:
+            frac_local = 1.0 / model.sliding_window_every
+            eff_kv = (1 - frac_local) * eff_kv + frac_local * min(window, skv * causal_frac)
+        flops = 2.0 * b * heads_local * sq * eff_kv * (d_qk + d_v)
+        traffic = b * sq * heads_local * (2 * d_qk + 2 * d_v) * ACT_BYTES
+        return [Op("flash_attention", "attention", flops, traffic, seq=skv)]
+    # Materialised attention (Megatron before flash attention): the full score matrix is computed.
+    g = b * heads_local
+    scores = float(g) * sq * skv
+    return [
+        gemm("attn_scores", sq, skv, d_qk, groups=g),
+        Op("softmax_mask", "memory", 5.0 * scores, scores * (2 * ACT_BYTES + 1)),
+        Op("attn_dropout", "memory", scores, scores * (2 * ACT_BYTES + 1)),
+        gemm("attn_context", sq, d_v, skv, groups=g),
+    ]
+
+
+def attention_pass(model, sh: Shard) -> Pass:
+    """Forward of one attention block: norm, projections, core, output projection, residual."""
+    h, T, t = model.hidden, sh.tokens, sh.tp
+    p = Pass()
+    p.ops.append(elementwise("input_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
+    p.comms += tp_collective("sp_gather_attn", sh, T * h, after_row_parallel=False)
+    heads_l = model.heads // t
+    if model.attention == "mla":
+        m = model.mla
+        qk, dv = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+        if m.q_lora_rank:
+            p.ops.append(gemm("q_down", T, m.q_lora_rank, h))
+            p.ops.append(elementwise("q_norm", T * m.q_lora_rank))
+            p.ops.append(gemm("q_up", T, heads_l * qk, m.q_lora_rank))
+        else:
+            p.ops.append(gemm("q_proj", T, heads_l * qk, h))
+        p.ops.append(gemm("kv_down", T, m.kv_lora_rank + m.qk_rope_head_dim, h))
+        p.ops.append(elementwise("kv_norm", T * m.kv_lora_rank))
+        p.ops.append(gemm("kv_up", T, heads_l * (m.qk_nope_head_dim + dv), m.kv_lora_rank))
+        p.ops.append(elementwise("rope", T * heads_l * m.qk_rope_head_dim * 2))
+    else:
+        d = model.d_head
+        kv_l = max(1, model.n_kv_heads // t)
+        qk, dv = d, d
+        p.ops.append(gemm("qkv_proj", T, (heads_l + 2 * kv_l) * d, h))
+        p.ops.append(elementwise("rope", T * (heads_l + kv_l) * d))
+    if sh.cp > 1:
+        kv_elems = sh.micro_batch * sh.seq_len * 2 * (model.n_kv_heads if model.attention != "mla" else model.heads) * dv // t
+        p.comms.append(Comm("cp_kv_gather", "cp", "all_gather", "cp", sh.cp, kv_elems * ACT_BYTES, overlappable=True))
+    p.ops.extend(attention_core(model, sh, heads_l, qk, dv))
+    p.ops.append(gemm("out_proj", T, h, heads_l * dv))
+    p.comms += tp_collective("tp_attn_out", sh, T * h, after_row_parallel=True)
+    p.ops.append(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
+    return p
+
+
+def ffn_ops(model, T: int, width_local: int, prefix: str) -> list[Op]:
+    """Up projection(s), activation and down projection of one dense FFN shard."""
+    h = model.hidden
+    up_n = width_local * (2 if model.mlp == "swiglu" else 1)
+    act_passes = 3.0 if model.mlp == "swiglu" else 2.0
+    return [gemm(f"{prefix}_up", T, up_n, h),
+            elementwise(f"{prefix}_act", T * width_local, passes=act_passes, flops_per_elem=8),
+            gemm(f"{prefix}_down", T, h, width_local)]
+
+
+def dense_mlp_pass(model, sh: Shard) -> Pass:
+    """Forward of one dense FFN block with its TP collectives."""
+    h, T = model.hidden, sh.tokens
+    p = Pass()
+    p.ops.append(elementwise("post_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
+    p.comms += tp_collective("sp_gather_mlp", sh, T * h, after_row_parallel=False)
+    p.ops.extend(ffn_ops(model, T, model.ffn_hidden // sh.tp, "mlp"))
+    p.comms += tp_collective("tp_mlp_out", sh, T * h, after_row_parallel=True)
+    p.ops.append(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
+    return p
+
+
+def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
+    """Forward of one MoE block: router, permute, dispatch, grouped expert GEMMs, combine, shared expert.
+
+    ``load_factor`` scales the routed tokens of this device (1 = perfectly balanced; the busiest
+    device of an imbalanced router has > 1).
+    """
+    h = model.hidden
+    p = Pass()
+    p.ops.append(elementwise("post_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
+    T_unique = sh.tokens // sh.tp  # tokens this device routes (TP ranks split the token set)
+    p.ops.append(gemm("router", T_unique, model.experts, h))
+    p.ops.append(elementwise("router_softmax_topk", T_unique * model.experts, passes=2.0, flops_per_elem=6))
+    assign = T_unique * model.top_k * load_factor
+    p.ops.append(elementwise("permute", assign * h, passes=2.0))
+    eep, etp = sh.expert_ep, sh.expert_tp
+    if etp > 1:
+        p.comms.append(Comm("etp_gather", "ep", "all_gather", "etp", etp, assign * etp * h * ACT_BYTES))
+    if eep > 1:
+        p.comms.append(Comm("ep_dispatch", "ep", "all_to_all", "ep", eep, assign * h * ACT_BYTES, overlappable=True))
+    local_experts = model.experts // eep
+    tok_per_expert = max(1, round(assign * etp / local_experts))
+    width = model.expert_ffn_hidden // etp
+    up_n = width * (2 if model.mlp == "swiglu" else 1)
+    p.ops.append(gemm("expert_up", tok_per_expert, up_n, h, groups=local_experts))
+    p.ops.append(elementwise("expert_act", tok_per_expert * local_experts * width, passes=3.0, flops_per_elem=8))
+    p.ops.append(gemm("expert_down", tok_per_expert, h, width, groups=local_experts))
+    if eep > 1:
+        p.comms.append(Comm("ep_combine", "ep", "all_to_all", "ep", eep, assign * h * ACT_BYTES, overlappable=True))
+    if etp > 1:
+        p.comms.append(Comm("etp_scatter", "ep", "reduce_scatter", "etp", etp, assign * etp * h * ACT_BYTES))
+    p.ops.append(elementwise("unpermute", assign * h, passes=2.0))
+    if model.shared_experts:
+        p.ops.extend(ffn_ops(model, sh.tokens, model.shared_experts * model.expert_ffn_hidden // sh.tp, "shared"))
+        p.comms += tp_collective("tp_shared_out", sh, sh.tokens * h, after_row_parallel=True)
+    p.ops.append(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
+    return p
+
+
+def embedding_pass(model, sh: Shard) -> Pass:
+    """Forward of the vocab-parallel input embedding."""
+    h, T = model.hidden, sh.tokens
+    p = Pass([elementwise("embedding_lookup", T * h, passes=1.0, flops_per_elem=0)])
+    p.comms += tp_collective("tp_embedding", sh, T * h, after_row_parallel=True)
+    return p
+
+
+def head_pass(model, sh: Shard) -> Pass:
+    """Forward of the final norm, vocab-parallel LM head and cross-entropy loss."""
+    h, T, t = model.hidden, sh.tokens, sh.tp
+    p = Pass([elementwise("final_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4)])
+    p.comms += tp_collective("sp_gather_head", sh, T * h, after_row_parallel=False)
+    p.ops.append(gemm("lm_head", T, model.vocab // t, h))
+    p.ops.append(Op("cross_entropy", "memory", 6.0 * T * model.vocab / t, 3.0 * T * model.vocab / t * 4))
+    if t > 1:
+        p.comms.append(Comm("tp_loss_reduce", "tp", "all_reduce", "tp", t, T * 3 * 4))
+    return p
+
+
+def mtp_pass(model, sh: Shard) -> Pass:
+    """Forward of one multi-token-prediction module: projection, one layer and a second LM head."""
+    h, T = model.hidden, sh.tokens
+    p = Pass([elementwise("mtp_norms", 2 * sh.norm_tokens * h, passes=2.0), gemm("mtp_proj", T, h // sh.tp, 2 * h)])
+    p.extend(attention_pass(model, sh))
+    p.extend(moe_pass(model, sh) if model.is_moe else dense_mlp_pass(model, sh))
+    p.extend(head_pass(model, sh))
+    return p
