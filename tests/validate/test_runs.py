@@ -70,7 +70,8 @@ def test_every_row_builds_model_and_plan(records):
 
     for rec in records:
         record_model(rec)
-        make_plan(record_plan_fields(rec), rec.origin)
+        fields = record_plan_fields(rec)
+        make_plan({**fields, "micro_batch": fields["micro_batch"] or 1}, rec.origin)
         name, value = measured_metric(rec)
         assert value > 0
         assert name == {"train": "step_time_s", "prefill": "ttft_s", "decode": "tpot_s"}[rec.workload]
@@ -79,7 +80,7 @@ def test_every_row_builds_model_and_plan(records):
 def test_plan_fields_era_defaults(by_id):
     old = record_plan_fields(by_id["V001"])
     assert old["flash_attention"] is False and old["overlap_grad_reduce"] is False
-    assert old["vpp"] == 1 and old["micro_batch"] == 1 and old["ep"] == 1 and old["etp"] == 0
+    assert old["vpp"] == 1 and old["micro_batch"] is None and old["ep"] == 1 and old["etp"] == 0
     assert old["sp"] is False and old["zero"] == 0 and old["recompute"] == "full" and old["precision"] == "fp16"
     assert record_plan_fields(by_id["V023"])["flash_attention"] is False  # korthikanti-eq7
     new = record_plan_fields(by_id["V071"])  # megatron-core: plan defaults
