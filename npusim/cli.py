@@ -45,6 +45,13 @@ def _add_validate(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="fit a profile's efficiency models from kernel timings")
+    p.add_argument("--hardware", required=True, help="profile preset name or YAML path to start from")
+    p.add_argument("--from", dest="data_dir", required=True, help="folder with gemm.csv, grouped_gemm.csv, attention.csv, memory.csv")
+    p.add_argument("--out", required=True, help="profile YAML to write (may be the input file)")
+
+
 def _add_listers(sub) -> None:
     hw = sub.add_parser("hw", help="hardware profiles").add_subparsers(dest="action", required=True,
                                                                         parser_class=_Parser)
@@ -62,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_simulate(sub)
     _add_validate(sub)
+    _add_calibrate(sub)
     _add_listers(sub)
     return parser
 
@@ -93,6 +101,21 @@ def cmd_validate(args) -> int:
 
     result = validate_runs(read_runs(args.runs), predict_record)
     print(json.dumps(result, sort_keys=True) if args.json else format_table(result))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """Fit the calibration section and write the profile."""
+    from pathlib import Path
+
+    from npusim.config.hardware import load_profile, profile_path
+    from npusim.validate.calibrate import calibrate
+    from npusim.validate.profile_io import write_calibrated_profile
+
+    hw = load_profile(args.hardware)
+    cal = calibrate(hw, args.data_dir)
+    write_calibrated_profile(profile_path(args.hardware), cal, Path(args.out))
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in cal["residuals"].items()))
     return 0
 
 
@@ -134,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from npusim.config.errors import ConfigError
 
-    handler = {"simulate": cmd_simulate, "validate": cmd_validate, "hw": cmd_hw, "model": cmd_model}[args.command]
+    handler = {"simulate": cmd_simulate, "validate": cmd_validate, "calibrate": cmd_calibrate, "hw": cmd_hw,
+               "model": cmd_model}[args.command]
     try:
         return handler(args)
     except ConfigError as e:

@@ -213,10 +213,9 @@ def list_profiles() -> list[str]:
     return sorted(names)
 
 
-def load_profile(name_or_path: str) -> HardwareProfile:
-    """Load a preset by name or a profile YAML by path; raise ConfigError with one line on any defect."""
+def profile_path(name_or_path: str) -> Path:
+    """The YAML file of a preset name or path; raise ConfigError for an unknown name."""
     from npusim.config.errors import ConfigError, did_you_mean
-    from npusim.config.loader import read_mapping, validate
 
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
@@ -227,5 +226,12 @@ def load_profile(name_or_path: str) -> HardwareProfile:
                               "unknown hardware preset" + did_you_mean(name_or_path, names),
                               ", ".join(names))
         path = found[0]
-    data = read_mapping(path)
-    return validate(HardwareProfile, data, str(path))
+    return path
+
+
+def load_profile(name_or_path: str) -> HardwareProfile:
+    """Load a preset by name or a profile YAML by path; raise ConfigError with one line on any defect."""
+    from npusim.config.loader import read_mapping, validate
+
+    path = profile_path(name_or_path)
+    return validate(HardwareProfile, read_mapping(path), str(path))
