@@ -1,0 +1,164 @@
+"""Collective times and group placement on the topology (npusim.cost.collectives / topology)."""
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+
+from npusim.config.hardware import load_profile
+from npusim.config.plan import ParallelPlan
+from npusim.cost.collectives import collective_time, group_layout, placements
+from npusim.cost.topology import Placement, build_graph, place_group, tiers_of
+from npusim.workload.ops import Comm
+
+MB = 1e6
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return load_profile("nvidia-h100-sxm-80g")
+
+
+@pytest.fixture(scope="module")
+def a2():
+    return load_profile("atlas-800t-a2")
+
+
+def comm(kind: str, group: str, size: int, nbytes: float) -> Comm:
+    return Comm("c", "tp", kind, group, size, nbytes)
+
+
+def test_place_tp8_in_one_node():
+    pl = place_group(8, 1, 8, 16, 8)
+    assert pl == Placement(8, 8, 1, 1)
+
+
+def test_place_dp_stride8_one_per_domain():
+    pl = place_group(16, 8, 8, 16, 8)
+    assert pl.per_domain == 1
+    assert pl.domains == 16
+    assert pl.leaves == 1  # 16 nodes fit under one 16-node leaf
+    wide = place_group(64, 8, 8, 16, 8)
+    assert wide.per_domain == 1 and wide.domains == 64 and wide.leaves == 4
+
+
+def test_place_trivial_and_partial():
+    assert place_group(1, 1, 8, 16, 8) == Placement(1, 1, 1, 1)
+    pl = place_group(8, 2, 8, 16, 8)  # ranks 0,2,..,14: 4 per node over 2 nodes
+    assert (pl.per_domain, pl.domains) == (4, 2)
+
+
+def test_group_layout_megatron_order():
+    plan = ParallelPlan(tp=2, cp=2, dp=4, pp=2)
+    lay = group_layout(plan)
+    assert lay["tp"] == (2, 1)
+    assert lay["cp"] == (2, 2)
+    assert lay["dp"] == (4, 4)
+    assert lay["pp"][1] == 16
+    assert lay["dp_cp"] == (8, 2)
+
+
+def test_placements_of_plan(h100):
+    pl = placements(ParallelPlan(tp=8, dp=4), h100)
+    assert pl["tp"].domains == 1 and pl["tp"].per_domain == 8
+    assert pl["dp"].per_domain == 1 and pl["dp"].domains == 4
+
+
+@pytest.mark.parametrize("hwname", ["nvidia-h100-sxm-80g", "atlas-800t-a2"])
+@pytest.mark.parametrize("size,stride", [(8, 1), (4, 1), (16, 8), (32, 1), (16, 2)])
+def test_all_reduce_is_twice_reduce_scatter(hwname, size, stride):
+    hw = load_profile(hwname)
+    pl = place_group(size, stride, hw.scale_up_devices, hw.cluster.nodes_per_leaf, hw.node.devices_per_node)
+    for nbytes in (1 * MB, 256 * MB):
+        ar = collective_time(comm("all_reduce", "x", size, nbytes), pl, hw)
+        rs = collective_time(comm("reduce_scatter", "x", size, nbytes), pl, hw)
+        ag = collective_time(comm("all_gather", "x", size, nbytes), pl, hw)
+        assert rs > 0
+        assert ar == pytest.approx(2 * rs, rel=1e-12)
+        assert ag == pytest.approx(rs, rel=1e-12)
+
+
+def test_zero_size_or_single_rank_is_free(h100):
+    pl = place_group(8, 1, 8, 32, 8)
+    assert collective_time(comm("all_reduce", "tp", 8, 0.0), pl, h100) == 0.0
+    assert collective_time(comm("all_reduce", "tp", 1, 1e9), place_group(1, 1, 8, 32, 8), h100) == 0.0
+
+
+KINDS = ["all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send_recv"]
+GROUPS = [(8, 1), (16, 8), (16, 1), (4, 2)]
+
+
+@pytest.mark.parametrize("hwname", ["nvidia-h100-sxm-80g", "atlas-800t-a2"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("size,stride", GROUPS)
+def test_time_grows_with_bytes_and_drops_with_bandwidth(hwname, kind, size, stride):
+    hw = load_profile(hwname)
+    dom = hw.scale_up_devices
+    pl = place_group(size, stride, dom, hw.cluster.nodes_per_leaf, hw.node.devices_per_node)
+    t = lambda h, nbytes: collective_time(comm(kind, "x", size, nbytes), pl, h)  # noqa: E731
+    sizes = [1e3, 1e5, 1e7, 1e9]
+    times = [t(hw, s) for s in sizes]
+    assert all(b > a for a, b in zip(times, times[1:])), times
+    big = 1e9
+    base = t(hw, big)
+    up = t(hw.with_changes(scale_up_bw=2.0), big)
+    out = t(hw.with_changes(scale_out_bw=2.0), big)
+    assert up <= base and out <= base
+    if pl.domains == 1:
+        assert up < base  # purely scale-up traffic
+        assert out == pytest.approx(base)
+    elif pl.per_domain == 1 or kind in ("send_recv", "all_to_all"):
+        # one rank per domain, or a step bounded by the slower (scale-out) tier: max(intra, inter)
+        assert out < base
+    else:
+        assert up < base and out < base  # hierarchical: both tiers on the critical path
+
+
+def test_full_mesh_tp2_uses_one_link(a2):
+    """HCCS full mesh: a TP2 group uses 1 of the device's 7 links, TP8 all 7."""
+    nbytes = 1e9
+    tp2 = collective_time(comm("reduce_scatter", "tp", 2, nbytes), place_group(2, 1, 8, 16, 8), a2)
+    tp8 = collective_time(comm("reduce_scatter", "tp", 8, nbytes), place_group(8, 1, 8, 16, 8), a2)
+    assert tp2 > tp8
+    # algorithmic bandwidth per device: data each device moves over its links / time
+    bw2 = (2 - 1) / 2 * nbytes / tp2
+    bw8 = (8 - 1) / 8 * nbytes / tp8
+    assert bw8 / bw2 == pytest.approx(7.0, rel=0.01)
+    t = tiers_of(a2)
+    assert t.full_mesh
+    assert t.scale_up_link_GBps == pytest.approx(a2.node.scale_up.bandwidth_GBps / 7)
+
+
+def test_switch_tp2_uses_full_port(h100):
+    nbytes = 1e9
+    tp2 = collective_time(comm("reduce_scatter", "tp", 2, nbytes), place_group(2, 1, 8, 32, 8), h100)
+    tp8 = collective_time(comm("reduce_scatter", "tp", 8, nbytes), place_group(8, 1, 8, 32, 8), h100)
+    bw2 = 0.5 * nbytes / tp2
+    bw8 = 7 / 8 * nbytes / tp8
+    assert bw8 / bw2 == pytest.approx(1.0, rel=0.01)
+
+
+def test_inter_node_slower_than_intra_node(h100):
+    nbytes = 1e9
+    intra = collective_time(comm("all_reduce", "tp", 8, nbytes), place_group(8, 1, 8, 32, 8), h100)
+    inter = collective_time(comm("all_reduce", "dp", 8, nbytes), place_group(8, 8, 8, 32, 8), h100)
+    assert inter > intra
+
+
+@pytest.mark.parametrize("hwname,devices", [("nvidia-h100-sxm-80g", 16), ("atlas-800t-a2", 16), ("atlas-800t-a2", 8)])
+def test_build_graph(hwname, devices):
+    hw = load_profile(hwname)
+    g = build_graph(hw, devices)
+    assert isinstance(g, nx.Graph)
+    devs = [n for n, d in g.nodes(data=True) if d.get("kind") == "device"]
+    assert sorted(devs) == [("dev", i) for i in range(devices)]
+    assert g.number_of_edges() > 0
+    for _, _, d in g.edges(data=True):
+        assert d["GBps"] > 0
+        assert d["tier"] in ("scale_up", "scale_out", "spine")
+    dev0_up = [d for _, _, d in g.edges(("dev", 0), data=True) if d["tier"] == "scale_up"]
+    assert sum(d["GBps"] for d in dev0_up) == pytest.approx(hw.node.scale_up.bandwidth_GBps)
+    if hw.node.scale_up.topology == "full_mesh":
+        assert len(dev0_up) == hw.scale_up_devices - 1
+    has_out = any(d["tier"] == "scale_out" for _, _, d in g.edges(data=True))
+    assert has_out == (devices > hw.scale_up_devices)
+    assert nx.is_connected(g)
