@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def run_simulation(model: str, hardware: str, plan: str | dict, devices: int, seq_len: int, global_batch: int,
-                   **plan_fields):
+                   flop_convention: str = "npusim", **plan_fields):
     """Load presets by name or path, parse the plan, and simulate one training step."""
     from npusim.config.hardware import load_profile
     from npusim.config.model import load_model
@@ -14,4 +14,5 @@ def run_simulation(model: str, hardware: str, plan: str | dict, devices: int, se
     fields = parse_plan(plan) if isinstance(plan, str) else dict(plan)
     fields.update(plan_fields)
     return simulate(load_model(model), load_profile(hardware), make_plan(fields),
-                    TrainWorkload(seq_len=seq_len, global_batch=global_batch), devices)
+                    TrainWorkload(seq_len=seq_len, global_batch=global_batch), devices,
+                    flop_convention=flop_convention)

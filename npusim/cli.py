@@ -36,6 +36,8 @@ def _add_simulate(sub) -> None:
     p.add_argument("--global-batch", type=_positive_int("--global-batch"), default=1536)
     p.add_argument("--micro-batch", type=_positive_int("--micro-batch"), default=None)
     p.add_argument("--recompute", choices=["none", "selective", "full"], default=None)
+    p.add_argument("--flop-convention", choices=["npusim", "megatron", "palm"], default="npusim",
+                   help="MFU numerator: npusim (causal attention halved), megatron (Korthikanti Eq. 7), palm")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -83,7 +85,8 @@ def cmd_simulate(args) -> int:
         fields["micro_batch"] = args.micro_batch
     if args.recompute is not None:
         fields["recompute"] = args.recompute
-    res = run_simulation(args.model, args.hardware, args.plan, args.devices, args.seq_len, args.global_batch, **fields)
+    res = run_simulation(args.model, args.hardware, args.plan, args.devices, args.seq_len, args.global_batch,
+                         flop_convention=args.flop_convention, **fields)
     if args.json:
         print(json.dumps(res.to_dict(), sort_keys=True))
     else:

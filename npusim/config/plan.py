@@ -1,7 +1,7 @@
 """Parallel plan: how a model is split over devices, and the options of the training step."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -54,6 +54,20 @@ class ParallelPlan(BaseModel):
     """EP all-to-all algorithm."""
     flash_attention: bool = True
     """Fused attention (False = materialised scores, softmax and dropout as separate kernels)."""
+    ep_overlap: bool = False
+    """Hide EP all-to-all of one micro-batch behind another's compute (adaptive pipe overlap / DualPipe)."""
+    routing: Literal["balanced", "uniform", "zipf", "dirichlet", "grouped", "histogram"] = "balanced"
+    """MoE routing load: forced balance, random top-k, skewed, MoGE grouped, or a measured histogram."""
+    routing_param: float = Field(1.0, gt=0)
+    """Zipf exponent or Dirichlet concentration."""
+    routing_histogram: Optional[str] = None
+    """CSV (expert,tokens) for routing=histogram."""
+    routing_seed: int = Field(0, ge=0)
+    routing_samples: int = Field(16, ge=1, le=10_000)
+    capacity_factor: float = Field(0.0, ge=0)
+    """Per-expert token cap as a multiple of the mean (0 = dropless)."""
+    redundant_experts: int = Field(0, ge=0)
+    """Hot experts replicated onto the least-loaded devices of each EP group."""
 
     @property
     def pipeline_schedule(self) -> str:
@@ -78,10 +92,12 @@ class ParallelPlan(BaseModel):
                 "ep": self.ep, "etp": self.expert_tp}
 
 
-_INT_KEYS = {"tp", "pp", "vpp", "cp", "dp", "ep", "etp", "zero", "micro_batch", "mb"}
+_INT_KEYS = {"tp", "pp", "vpp", "cp", "dp", "ep", "etp", "zero", "micro_batch", "mb", "routing_seed",
+             "routing_samples", "redundant_experts"}
+_FLOAT_KEYS = {"routing_param", "capacity_factor"}
 _BOOL_KEYS = {"sp", "tp_extend_ep", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
-              "flash_attention"}
-_STR_KEYS = {"recompute", "schedule", "precision", "master_weights", "a2a"}
+              "flash_attention", "ep_overlap"}
+_STR_KEYS = {"recompute", "schedule", "precision", "master_weights", "a2a", "routing", "routing_histogram"}
 
 
 def parse_plan(text: str, source: str = "--plan") -> dict:
@@ -89,7 +105,7 @@ def parse_plan(text: str, source: str = "--plan") -> dict:
     from npusim.config.errors import did_you_mean
 
     out: dict = {}
-    allowed = sorted(_INT_KEYS | _BOOL_KEYS | _STR_KEYS)
+    allowed = sorted(_INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS)
     for part in [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]:
         if "=" not in part:
             raise ConfigError(source, part, part, "expected key=value", ", ".join(allowed))
@@ -101,6 +117,11 @@ def parse_plan(text: str, source: str = "--plan") -> dict:
                 out["micro_batch" if key == "mb" else key] = int(val)
             except ValueError:
                 raise ConfigError(source, key, val, "not an integer", "a positive integer") from None
+        elif key in _FLOAT_KEYS:
+            try:
+                out[key] = float(val)
+            except ValueError:
+                raise ConfigError(source, key, val, "not a number", "a non-negative number") from None
         elif key in _BOOL_KEYS:
             if val.lower() not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
                 raise ConfigError(source, key, val, "not a boolean", "0/1/true/false")
@@ -170,6 +191,12 @@ def resolve_plan(plan: ParallelPlan, model, devices: int, global_batch: int, seq
         if (plan.tp * plan.cp * dp) % moe_ranks:
             raise bad("ep", plan.ep, f"ep*etp = {moe_ranks} does not divide tp*cp*dp = {plan.tp * plan.cp * dp}",
                       "ep*etp dividing tp*cp*dp")
+        if plan.routing == "grouped" and not model.expert_groups:
+            raise bad("routing", "grouped", "the model has no expert groups", "balanced, uniform, zipf, dirichlet, histogram")
+        if plan.routing == "grouped" and model.top_k % model.expert_groups:
+            raise bad("routing", "grouped", f"top_k ({model.top_k}) not divisible by expert_groups ({model.expert_groups})")
+        if plan.routing == "histogram" and not plan.routing_histogram:
+            raise bad("routing_histogram", None, "routing=histogram needs routing_histogram=PATH")
     elif plan.ep > 1:
         raise bad("ep", plan.ep, "a dense model has no experts", "1")
     return plan.model_copy(update={"dp": dp})

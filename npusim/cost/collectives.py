@@ -63,6 +63,17 @@ def collective_time(c: Comm, pl: Placement, hw) -> float:
     k, n_dom = pl.per_domain, pl.domains
     if c.collective == "all_to_all":
         return _all_to_all(c.bytes, pl, t, hw)
+    if c.collective == "all_to_all_inter":
+        # Hierarchical EP, stage 1: each device sends its tokens once to every other server that
+        # hosts one of their experts; ``bytes`` is that volume, all of it over the NIC.
+        if n_dom <= 1:
+            return 0.0
+        return c.bytes / _inter_bw(t, pl, hw) + (n_dom - 1) * t.scale_out_latency_us * 1e-6
+    if c.collective == "all_to_all_intra":
+        # Stage 2: the received copies are spread to the experts' devices inside the server.
+        if k <= 1:
+            return 0.0
+        return c.bytes * (k - 1) / k / _intra_bw(t, k, hw) + t.scale_up_latency_us * 1e-6
     if c.collective == "send_recv":
         if n_dom > 1:
             return c.bytes / _inter_bw(t, pl, hw) + t.scale_out_latency_us * 1e-6

@@ -59,8 +59,9 @@ def state_bytes(plan, dense: float, expert: float, dp_shard: int, edp_shard: int
     }
 
 
-def activation_bytes_per_layer(model, plan, sh, moe: bool) -> float:
-    """Activation bytes one layer stores for backward, for one micro-batch on one device."""
+def activation_bytes_per_layer(model, plan, sh, moe: bool, load_factor: float = 1.0) -> float:
+    """Activation bytes one layer stores for backward, for one micro-batch on one device (routed
+    expert activations scaled by the device's routing ``load_factor``)."""
     h, t, T = model.hidden, plan.tp, sh.tokens
     sp_div = t if plan.sp else 1
     if plan.recompute == "full":
@@ -84,7 +85,7 @@ def activation_bytes_per_layer(model, plan, sh, moe: bool) -> float:
     if moe:
         fe = model.expert_ffn_hidden
         up = 2 if model.mlp == "swiglu" else 1
-        routed = model.top_k * (2 * h + 2 * up * fe + 2 * fe) / t
+        routed = load_factor * model.top_k * (2 * h + 2 * up * fe + 2 * fe) / t
         shared = 0.0
         if model.shared_experts:
             sw = model.shared_experts * fe

@@ -33,20 +33,28 @@ def pass_parts(p: Pass, hw, plan, places: dict, cache: dict | None = None) -> di
             t = cache[key] = collective_time(c, places[c.group], hw)
         name = f"{c.kind}_comm"
         comm[name] = comm.get(name, 0.0) + t
+    # Overlapped collectives share one budget of hideable kernel time, so two collectives are
+    # never hidden behind the same GEMM twice; whatever the budget cannot cover stays exposed.
+    budget = [gemm_s + attn_s]
     if "tp_comm" in comm and plan.tp_comm_overlap:
-        comm["tp_comm"] = _exposed(comm["tp_comm"], gemm_s, hw, parts)
+        comm["tp_comm"] = _exposed(comm["tp_comm"], budget, hw, parts)
     if "cp_comm" in comm:
-        comm["cp_comm"] = _exposed(comm["cp_comm"], attn_s, hw, parts)
+        comm["cp_comm"] = _exposed(comm["cp_comm"], budget, hw, parts)
     if "dp_comm" in comm and plan.overlap_param_gather:
-        comm["dp_comm"] = _exposed(comm["dp_comm"], gemm_s, hw, parts)
+        comm["dp_comm"] = _exposed(comm["dp_comm"], budget, hw, parts)
+    if "ep_comm" in comm and plan.ep_overlap:
+        # Another micro-batch's compute hides this one's all-to-all (adaptive pipe overlap / DualPipe).
+        budget[0] += parts["compute"] + parts["recompute"] - gemm_s - attn_s
+        comm["ep_comm"] = _exposed(comm["ep_comm"], budget, hw, parts)
     for k, v in comm.items():
         parts[k] = parts.get(k, 0.0) + v
     return parts
 
 
-def _exposed(comm_s: float, hide_s: float, hw, parts: dict[str, float]) -> float:
-    """Exposed remainder of a collective overlapped with ``hide_s`` of compute; the hidden part
-    slows that compute by the profile's interference factor (charged to compute)."""
-    hidden = min(comm_s, hide_s)
+def _exposed(comm_s: float, budget: list[float], hw, parts: dict[str, float]) -> float:
+    """Exposed remainder of a collective hidden behind the remaining ``budget`` of compute (which it
+    consumes); the hidden part slows that compute by the profile's interference factor."""
+    hidden = min(comm_s, max(0.0, budget[0]))
+    budget[0] -= hidden
     parts["compute"] += hidden * hw.derating.overlap_compute_slowdown
     return comm_s - hidden

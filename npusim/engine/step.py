@@ -12,6 +12,7 @@ from npusim.engine.pipeline import StageCost, simulate_pipeline
 from npusim.engine.schedules import peak_in_flight_total, schedule_orders
 from npusim.workload.layers import ACT_BYTES, Shard
 from npusim.workload.ops import Comm, Op, Pass
+from npusim.workload.routing import LoadStats, RoutingSpec, load_stats
 from npusim.workload.passes import (backward_pass, chunk_specs, extras_forward, layer_forward,
                                     recompute_of)
 
@@ -37,20 +38,36 @@ class StepInputs:
         return self.global_batch // (self.plan.micro_batch * self.plan.dp)
 
 
-def make_shard(model, plan, seq_len: int) -> Shard:
+def make_shard(model, plan, seq_len: int, ep_domains: int = 1, dropped: float = 0.0) -> Shard:
     """How one micro-batch is split on one device."""
     return Shard(plan.micro_batch, seq_len, plan.tp, plan.cp, plan.sp, plan.expert_ep, plan.expert_tp,
-                 plan.flash_attention)
+                 plan.flash_attention, plan.a2a, ep_domains, dropped)
 
 
-def chunk_passes(inp: StepInputs, sh: Shard, spec) -> tuple[Pass, Pass]:
-    """Forward and backward (with recomputation) passes of one chunk for one micro-batch."""
+def routing_spec(plan) -> RoutingSpec:
+    """The routing load the plan asks for."""
+    return RoutingSpec(plan.routing, plan.routing_param, plan.routing_histogram, plan.routing_seed,
+                       plan.routing_samples, plan.capacity_factor, plan.redundant_experts)
+
+
+def moe_load(inp: StepInputs, places) -> LoadStats:
+    """Expected routing load of one EP group for one micro-batch (1.0 for dense models)."""
+    model, plan = inp.model, inp.plan
+    if not model.is_moe:
+        return LoadStats(1.0, 1.0, 0.0, 0.0)
+    tokens = plan.micro_batch * inp.seq_len // plan.cp // plan.tp * plan.expert_ep
+    return load_stats(routing_spec(plan), model, plan.expert_ep, max(1, tokens))
+
+
+def chunk_passes(inp: StepInputs, sh: Shard, spec, load_factor: float = 1.0) -> tuple[Pass, Pass]:
+    """Forward and backward (with recomputation) passes of one chunk for one micro-batch; routed
+    expert work and all-to-all sized for a device carrying ``load_factor`` x the mean load."""
     model, plan = inp.model, inp.plan
     fwd, bwd = Pass(), Pass()
     for moe, count in ((False, spec.dense_layers), (True, spec.moe_layers)):
         if not count:
             continue
-        lf = layer_forward(model, sh, moe)
+        lf = layer_forward(model, sh, moe, load_factor)
         lb = backward_pass(lf)
         rc = recompute_of(lf, plan.recompute)
         for _ in range(count):
@@ -82,9 +99,11 @@ def fp8_casts(ops) -> list:
     return out
 
 
-def stage_costs(inp: StepInputs, specs, places, cache: dict) -> list[StageCost]:
-    """Per-virtual-stage forward/backward parts and p2p time."""
-    sh = make_shard(inp.model, inp.plan, inp.seq_len)
+def stage_costs(inp: StepInputs, specs, places, cache: dict, load: LoadStats | None = None) -> list[StageCost]:
+    """Per-virtual-stage forward/backward parts and p2p time. With an imbalanced router the busiest
+    device sets the time; its excess over the balanced time is the ``imbalance`` part."""
+    load = load or LoadStats(1.0, 1.0, 0.0, 0.0)
+    sh = make_shard(inp.model, inp.plan, inp.seq_len, places["ep"].domains, load.dropped_fraction)
     p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, sh.tokens * inp.model.hidden * ACT_BYTES / inp.plan.tp)
     p2p_s = collective_time(p2p, places["pp"], inp.hw) if inp.plan.pp > 1 else 0.0
     by_sig: dict[tuple, StageCost] = {}
@@ -94,8 +113,13 @@ def stage_costs(inp: StepInputs, specs, places, cache: dict) -> list[StageCost]:
         if sig not in by_sig:
             fwd, bwd = chunk_passes(inp, sh, spec)
             flops = sum(o.flops for o in fwd.ops + bwd.ops if o.kind in ("gemm", "grouped_gemm", "attention"))
-            by_sig[sig] = StageCost(pass_parts(fwd, inp.hw, inp.plan, places, cache),
-                                    pass_parts(bwd, inp.hw, inp.plan, places, cache), p2p_s, flops)
+            f_parts = pass_parts(fwd, inp.hw, inp.plan, places, cache)
+            b_parts = pass_parts(bwd, inp.hw, inp.plan, places, cache)
+            if spec.moe_layers and load.max_over_mean != 1.0:
+                fwd_x, bwd_x = chunk_passes(inp, sh, spec, load.max_over_mean)
+                f_parts["imbalance"] = max(0.0, sum(pass_parts(fwd_x, inp.hw, inp.plan, places, cache).values()) - sum(f_parts.values()))
+                b_parts["imbalance"] = max(0.0, sum(pass_parts(bwd_x, inp.hw, inp.plan, places, cache).values()) - sum(b_parts.values()))
+            by_sig[sig] = StageCost(f_parts, b_parts, p2p_s, flops)
         out.append(by_sig[sig])
     return out
 

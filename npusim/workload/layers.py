@@ -6,7 +6,7 @@ norm/dropout regions over TP. All FLOP counts are per device for one micro-batch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npusim.workload.ops import Comm, Op, Pass
 
@@ -26,6 +26,12 @@ class Shard:
     expert_ep: int
     expert_tp: int
     flash_attention: bool
+    a2a: str = "flat"
+    """EP all-to-all algorithm: 'flat' or 'hierarchical' (inter-node all-gather, intra-node all-to-all)."""
+    ep_domains: int = 1
+    """Scale-up domains (servers) one EP group spans."""
+    dropped_fraction: float = 0.0
+    """Routed token slots dropped by the capacity factor."""
 
     @property
     def tokens(self) -> int:
@@ -160,13 +166,13 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     T_unique = sh.tokens // sh.tp  # tokens this device routes (TP ranks split the token set)
     p.ops.append(gemm("router", T_unique, model.experts, h))
     p.ops.append(elementwise("router_softmax_topk", T_unique * model.experts, passes=2.0, flops_per_elem=6))
-    assign = T_unique * model.top_k * load_factor
+    assign = T_unique * model.top_k * (1.0 - sh.dropped_fraction) * load_factor
     p.ops.append(elementwise("permute", assign * h, passes=2.0))
     eep, etp = sh.expert_ep, sh.expert_tp
     if etp > 1:
         p.comms.append(Comm("etp_gather", "ep", "all_gather", "etp", etp, assign * etp * h * ACT_BYTES))
-    if eep > 1:
-        p.comms.append(Comm("ep_dispatch", "ep", "all_to_all", "ep", eep, assign * h * ACT_BYTES, overlappable=True))
+    a2a = ep_all_to_all(model, sh, "dispatch", T_unique * load_factor, assign)
+    p.comms += a2a
     local_experts = model.experts // eep
     tok_per_expert = max(1, round(assign * etp / local_experts))
     width = model.expert_ffn_hidden // etp
@@ -174,8 +180,7 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     p.ops.append(gemm("expert_up", tok_per_expert, up_n, h, groups=local_experts))
     p.ops.append(elementwise("expert_act", tok_per_expert * local_experts * width, passes=3.0, flops_per_elem=8))
     p.ops.append(gemm("expert_down", tok_per_expert, h, width, groups=local_experts))
-    if eep > 1:
-        p.comms.append(Comm("ep_combine", "ep", "all_to_all", "ep", eep, assign * h * ACT_BYTES, overlappable=True))
+    p.comms += [replace(c, name=c.name.replace("dispatch", "combine")) for c in reversed(a2a)]
     if etp > 1:
         p.comms.append(Comm("etp_scatter", "ep", "reduce_scatter", "etp", etp, assign * etp * h * ACT_BYTES))
     p.ops.append(elementwise("unpermute", assign * h, passes=2.0))
@@ -184,6 +189,35 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
         p.comms += tp_collective("tp_shared_out", sh, sh.tokens * h, after_row_parallel=True)
     p.ops.append(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
     return p
+
+
+def expected_remote_domains(experts: int, top_k: int, domains: int) -> float:
+    """Expected number of other domains hosting at least one of a token's top-k experts (uniform
+    routing, experts spread evenly over ``domains``)."""
+    from math import comb
+
+    if domains <= 1:
+        return 0.0
+    per = experts // domains
+    miss = comb(experts - per, top_k) / comb(experts, top_k) if experts - per >= top_k else 0.0
+    return (domains - 1) * (1.0 - miss)
+
+
+def ep_all_to_all(model, sh: Shard, phase: str, tokens: float, assign: float) -> list[Comm]:
+    """EP all-to-all of one phase as all-to-all-v: flat (one copy per routed expert), or
+    hierarchical (one copy per destination server across servers, then an intra-server all-to-all)."""
+    eep, h = sh.expert_ep, model.hidden
+    if eep <= 1:
+        return []
+    if sh.a2a == "hierarchical" and sh.ep_domains > 1:
+        remote = expected_remote_domains(model.experts, model.top_k, sh.ep_domains)
+        if model.groups_per_token:
+            remote = min(remote, float(model.groups_per_token))
+        return [Comm(f"ep_{phase}_inter", "ep", "all_to_all_inter", "ep", eep, tokens * remote * h * ACT_BYTES,
+                     overlappable=True),
+                Comm(f"ep_{phase}_intra", "ep", "all_to_all_intra", "ep", eep, assign * h * ACT_BYTES,
+                     overlappable=True)]
+    return [Comm(f"ep_{phase}", "ep", "all_to_all", "ep", eep, assign * h * ACT_BYTES, overlappable=True)]
 
 
 def embedding_pass(model, sh: Shard) -> Pass:

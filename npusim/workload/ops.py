@@ -6,7 +6,8 @@ from typing import Literal
 
 OpKind = Literal["gemm", "grouped_gemm", "attention", "memory", "vector"]
 CommKind = Literal["tp", "cp", "ep", "pp", "dp"]
-Collective = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"]
+Collective = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_inter",
+                     "all_to_all_intra", "send_recv"]
 
 
 @dataclass(frozen=True)

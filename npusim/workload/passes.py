@@ -8,7 +8,8 @@ from npusim.workload.layers import (Shard, attention_pass, dense_mlp_pass, embed
 from npusim.workload.ops import Comm, Op, Pass
 
 _CONJUGATE = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather", "all_reduce": "all_reduce",
-              "all_to_all": "all_to_all", "send_recv": "send_recv"}
+              "all_to_all": "all_to_all", "all_to_all_inter": "all_to_all_inter",
+              "all_to_all_intra": "all_to_all_intra", "send_recv": "send_recv"}
 _ATTN_CORE = ("flash_attention", "attn_scores", "softmax_mask", "attn_dropout", "attn_context")
 
 
@@ -81,7 +82,7 @@ def chunk_specs(model, pp: int, vpp: int) -> list[ChunkSpec]:
     return specs
 
 
-def layer_forward(model, sh: Shard, moe: bool, load_factor: float = 1.0) -> Pass:
+def layer_forward(model, sh: Shard, moe: bool, load_factor: float = 1.0) -> Pass:  # noqa: D401
     """Forward pass of one transformer layer."""
     p = attention_pass(model, sh)
     p.extend(moe_pass(model, sh, load_factor) if moe else dense_mlp_pass(model, sh))

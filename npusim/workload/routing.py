@@ -1,0 +1,169 @@
+"""MoE routing load as an input: tokens per expert per micro-batch, sampled with a seed.
+
+Schemes: ``balanced`` (forced uniform load), ``uniform`` (random top-k, multinomial), ``zipf``
+(expert popularity ~ rank^-s), ``dirichlet`` (popularity ~ Dirichlet(alpha) per micro-batch),
+``grouped`` (MoGE: top_k/expert_groups experts from every group, so every group gets the same
+load), and ``histogram`` (measured tokens per expert from a CSV). Expert counts for large token
+counts are drawn as a multinomial over experts (the top-k without-replacement constraint is ignored
+there; :func:`imbalance_score` samples tokens exactly).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+
+Scheme = Literal["balanced", "uniform", "zipf", "dirichlet", "grouped", "histogram"]
+SCHEMES: tuple[str, ...] = ("balanced", "uniform", "zipf", "dirichlet", "grouped", "histogram")
+
+
+@dataclass(frozen=True)
+class RoutingSpec:
+    """How tokens are routed to experts in the simulated step."""
+
+    scheme: Scheme = "balanced"
+    param: float = 1.0
+    """Zipf exponent s, or Dirichlet concentration alpha."""
+    histogram: Optional[str] = None
+    """CSV with columns expert,tokens (measured load) for scheme 'histogram'."""
+    seed: int = 0
+    samples: int = 16
+    """Micro-batch routings sampled to estimate the expected busiest-device load."""
+    capacity_factor: float = 0.0
+    """Tokens per expert capped at capacity_factor x mean (0 = dropless)."""
+    redundant_experts: int = 0
+    """Hot experts replicated onto the least-loaded devices (EPLB-style), per EP group."""
+
+
+def expert_popularity(spec: RoutingSpec, experts: int, rng: np.random.Generator) -> np.ndarray:
+    """Probability that a routed slot lands on each expert, for one micro-batch."""
+    if spec.scheme in ("balanced", "uniform", "grouped"):
+        return np.full(experts, 1.0 / experts)
+    if spec.scheme == "zipf":
+        p = 1.0 / np.arange(1, experts + 1) ** spec.param
+        p = p[rng.permutation(experts)]
+    elif spec.scheme == "dirichlet":
+        p = rng.dirichlet(np.full(experts, spec.param))
+    else:
+        p = load_histogram(spec.histogram, experts)
+    return p / p.sum()
+
+
+def load_histogram(path: Optional[str], experts: int) -> np.ndarray:
+    """Measured tokens per expert from ``path`` (CSV: expert,tokens)."""
+    import csv
+
+    from npusim.config.errors import ConfigError
+
+    if not path or not Path(path).is_file():
+        raise ConfigError("--routing", "histogram", path, "histogram file not found", "a CSV with expert,tokens")
+    counts = np.zeros(experts)
+    with open(path, encoding="utf-8") as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                e, t = int(row["expert"]), float(row["tokens"])
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(f"{path}:{i}", "expert,tokens", row, "need integer expert and numeric tokens") from None
+            if not 0 <= e < experts or t < 0:
+                raise ConfigError(f"{path}:{i}", "expert", e, "out of range or negative tokens", f"0..{experts - 1}")
+            counts[e] += t
+    if counts.sum() <= 0:
+        raise ConfigError(path, "tokens", 0, "histogram has no tokens")
+    return counts
+
+
+def sample_expert_tokens(spec: RoutingSpec, experts: int, top_k: int, groups: int, tokens: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Tokens routed to each expert for ``tokens`` tokens of one micro-batch (before capacity)."""
+    slots = tokens * top_k
+    if spec.scheme == "balanced":
+        return np.full(experts, slots / experts)
+    p = expert_popularity(spec, experts, rng)
+    if spec.scheme == "grouped" and groups > 0:
+        per_group = experts // groups
+        out = np.empty(experts)
+        for g in range(groups):
+            pg = p[g * per_group:(g + 1) * per_group]
+            out[g * per_group:(g + 1) * per_group] = rng.multinomial(tokens * (top_k // groups), pg / pg.sum())
+        return out
+    return rng.multinomial(slots, p).astype(float)
+
+
+def apply_capacity(counts: np.ndarray, capacity_factor: float) -> tuple[np.ndarray, float]:
+    """Cap tokens per expert; return (kept counts, dropped fraction)."""
+    if capacity_factor <= 0:
+        return counts, 0.0
+    cap = capacity_factor * counts.mean()
+    kept = np.minimum(counts, cap)
+    total = counts.sum()
+    return kept, float((total - kept.sum()) / total) if total else 0.0
+
+
+def device_loads(counts: np.ndarray, devices: int, redundant: int = 0) -> np.ndarray:
+    """Tokens per device with experts laid out contiguously; hot experts replicated greedily."""
+    per = counts.reshape(devices, -1).copy()
+    for _ in range(redundant):
+        src = int(per.sum(axis=1).argmax())
+        e = int(per[src].argmax())
+        dst = int(per.sum(axis=1).argmin())
+        half = per[src, e] / 2.0
+        per[src, e] -= half
+        per = np.concatenate([per, np.zeros((devices, 1))], axis=1)
+        per[dst, -1] = half
+    return per.sum(axis=1)
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """Expected routing load seen by one EP group over sampled micro-batches."""
+
+    max_over_mean: float
+    """Expected busiest-device load / mean device load (1 = balanced)."""
+    min_over_mean: float
+    dropped_fraction: float
+    imbalance_score: float
+    """Expected (max - min) / tokens over devices (Pangu Pro MoE's IS)."""
+
+
+def load_stats(spec: RoutingSpec, model, ep_devices: int, tokens: int) -> LoadStats:
+    """Sample routings of ``tokens`` tokens over an EP group of ``ep_devices`` (seeded, deterministic)."""
+    if spec.scheme == "balanced" or ep_devices <= 1 and spec.capacity_factor <= 0:
+        return LoadStats(1.0, 1.0, 0.0, 0.0)
+    rng = np.random.default_rng(spec.seed)
+    mx, mn, drop, score = [], [], [], []
+    for _ in range(spec.samples):
+        counts = sample_expert_tokens(spec, model.experts, model.top_k, model.expert_groups, tokens, rng)
+        counts, d = apply_capacity(counts, spec.capacity_factor)
+        loads = device_loads(counts, ep_devices, spec.redundant_experts)
+        mean = loads.mean()
+        mx.append(loads.max() / mean)
+        mn.append(loads.min() / mean)
+        drop.append(d)
+        score.append((loads.max() - loads.min()) / tokens)
+    return LoadStats(float(np.mean(mx)), float(np.mean(mn)), float(np.mean(drop)), float(np.mean(score)))
+
+
+def imbalance_score(scheme: str, experts: int, top_k: int, devices: int, tokens: int, groups: int = 0,
+                    trials: int = 10_000, seed: int = 0) -> dict:
+    """Monte-Carlo imbalance score IS = (max - min tokens per device) / tokens with exact per-token
+    top-k sampling (MoGE: top_k/groups experts per group, one group per device)."""
+    rng = np.random.default_rng(seed)
+    per_dev = experts // devices
+    scores = np.empty(trials)
+    for t in range(trials):
+        keys = rng.random((tokens, experts))
+        if scheme == "grouped":
+            g = groups or devices
+            size = experts // g
+            kg = top_k // g
+            picks = np.argsort(keys.reshape(tokens, g, size), axis=2)[:, :, :kg] + np.arange(g)[None, :, None] * size
+            picks = picks.reshape(tokens, -1)
+        else:
+            picks = np.argsort(keys, axis=1)[:, :top_k]
+        dev = np.bincount((picks // per_dev).ravel(), minlength=devices)
+        scores[t] = (dev.max() - dev.min()) / tokens
+    return {"scheme": scheme, "experts": experts, "top_k": top_k, "devices": devices, "tokens": tokens,
+            "trials": trials, "mean_IS": float(scores.mean()), "p_IS_gt_0": float((scores > 0).mean()),
+            "p95_IS": float(np.quantile(scores, 0.95))}
