@@ -268,7 +268,6 @@ OVERLAP_BUG = ("npusim/cost/passes.py pass_parts hides the TP collectives (tp_co
                "both exceed it the pass costs ~tp + dp - gemm and faster GEMMs make the step slower")
 
 
-@pytest.mark.xfail(strict=False, reason=OVERLAP_BUG)
 def test_more_flops_not_slower_with_zero3_and_tp_overlap():
     case = ("llama3-8b", "atlas-800t-a2", 16, "tp=8,zero=3,tp_comm_overlap=1", 4096, 32)
     hw = hardware(case[1])
@@ -277,7 +276,6 @@ def test_more_flops_not_slower_with_zero3_and_tp_overlap():
     assert fast <= slow * (1 + 1e-9)
 
 
-@pytest.mark.xfail(strict=False, reason=OVERLAP_BUG)
 def test_forward_pass_not_slower_with_more_flops():
     from npusim.config.plan import resolve_plan
     from npusim.cost.collectives import placements
