@@ -25,7 +25,7 @@ GROUPS = {
 
 def main() -> int:
     recs = {r.id: r for r in read_runs(published_path())}
-    out = [f"# Accuracy on published runs\n",
+    out = ["# Accuracy on published runs\n",
            f"Generated {datetime.date.today()} by `python benchmarks/accuracy.py` on {platform.platform()}, "
            f"Python {platform.python_version()}. Metric: training step time (s). Error = predicted/measured - 1.\n",
            "Efficiency parameters: NVIDIA profiles use the H200 kernel fit (`npusim calibrate`), Ascend "

@@ -4,7 +4,7 @@ from __future__ import annotations
 from npusim.config.plan import resolve_plan
 from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
-from npusim.cost.memory import GiB, activation_bytes_per_layer, chunk_params, state_bytes
+from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
 from npusim.cost.passes import PART_NAMES
 from npusim.engine.pipeline import simulate_pipeline
 from npusim.engine.schedules import peak_in_flight_total, schedule_orders

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from npusim.cost.collectives import collective_time, placements
-from npusim.cost.compute import matrix_dtype, memory_efficiency
-from npusim.cost.memory import (GiB, activation_bytes_per_layer, chunk_params, grad_bytes_per_param,
-                                state_bytes)
-from npusim.cost.passes import PART_NAMES, pass_parts
-from npusim.engine.pipeline import StageCost, simulate_pipeline
-from npusim.engine.schedules import peak_in_flight_total, schedule_orders
+from npusim.cost.collectives import collective_time
+from npusim.cost.compute import memory_efficiency
+from npusim.cost.memory import (chunk_params, grad_bytes_per_param)
+from npusim.cost.passes import pass_parts
+from npusim.engine.pipeline import StageCost
 from npusim.workload.layers import ACT_BYTES, Shard
 from npusim.workload.ops import Comm, Op, Pass
 from npusim.workload.routing import LoadStats, RoutingSpec, load_stats
-from npusim.workload.passes import (backward_pass, chunk_specs, extras_forward, layer_forward,
+from npusim.workload.passes import (backward_pass, extras_forward, layer_forward,
                                     recompute_of)
 
 OPTIMIZER_BYTES_PER_PARAM = 34.0
