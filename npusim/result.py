@@ -31,6 +31,12 @@ class Result:
     config: dict[str, Any]
     timeline: list = field(default_factory=list, compare=False, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
+    ttft_s: float | None = None
+    """Serving: time to first token (prefill)."""
+    tpot_s: float | None = None
+    """Serving: time per output token per sequence (decode)."""
+    kv_cache_GB: float | None = None
+    """Serving: KV cache per device."""
 
     @property
     def fits_in_memory(self) -> bool:
@@ -55,6 +61,9 @@ class Result:
             "flop_convention": FLOP_CONVENTION,
             "extra": {k: (r(v) if isinstance(v, float) and math.isfinite(v) else v) for k, v in self.extra.items()},
             "config": self.config,
+            **({"ttft_s": r(self.ttft_s) if self.ttft_s is not None else None,
+                "tpot_s": r(self.tpot_s) if self.tpot_s is not None else None,
+                "kv_cache_GB": r(self.kv_cache_GB)} if self.kv_cache_GB is not None else {}),
         }
 
     def to_frame(self):

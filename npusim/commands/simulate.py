@@ -1,4 +1,4 @@
-"""`npusim simulate`: one training step."""
+"""`npusim simulate`: one training step, a prefill (TTFT) or a decode step (TPOT)."""
 from __future__ import annotations
 
 import json
@@ -8,25 +8,46 @@ from npusim.cli_util import positive_int
 
 def register(sub) -> None:
     """Add this command's parser."""
-    p = sub.add_parser("simulate", help="simulate one training step")
+    p = sub.add_parser("simulate", help="simulate one training step, prefill or decode step")
+    p.add_argument("--workload", choices=["train", "prefill", "decode"], default="train")
     p.add_argument("--model", default="pangu-ultra-moe-718b", help="preset name, model YAML or HF config.json")
     p.add_argument("--hardware", default="atlas-800t-a2", help="profile preset name or YAML path")
-    p.add_argument("--devices", type=positive_int("--devices"), default=6144)
-    p.add_argument("--plan", default="tp=8,pp=16,vpp=2,ep=4,tp_extend_ep=1,sp=1,zero=1,micro_batch=2",
-                   help='degrees and options, e.g. "tp=8,pp=16,vpp=2,ep=4" (dp derived when omitted)')
+    p.add_argument("--devices", type=positive_int("--devices"), default=None,
+                   help="devices (default 6144 for train, 8 for serving)")
+    p.add_argument("--plan", default=None,
+                   help='degrees and options, e.g. "tp=8,pp=16,vpp=2,ep=4" (dp derived when omitted); default: '
+                        f'train "{TRAIN_PLAN}", serving "{SERVE_PLAN}"')
     p.add_argument("--seq-len", type=positive_int("--seq-len"), default=4096)
     p.add_argument("--global-batch", type=positive_int("--global-batch"), default=1536)
     p.add_argument("--micro-batch", type=positive_int("--micro-batch"), default=None)
     p.add_argument("--recompute", choices=["none", "selective", "full"], default=None)
+    serve = p.add_argument_group("serving (--workload prefill|decode)")
+    serve.add_argument("--batch", type=positive_int("--batch"), default=None, help="concurrent sequences (all devices)")
+    serve.add_argument("--input-len", type=positive_int("--input-len"), default=2048,
+                       help="prompt length (prefill) or context of the decode step")
+    serve.add_argument("--output-len", type=positive_int("--output-len"), default=None,
+                       help="generated tokens per sequence (sizes the KV cache)")
+    serve.add_argument("--draft-tokens", type=int, default=0, help="speculative (MTP) tokens verified per step")
+    serve.add_argument("--accepted-tokens", type=float, default=0.0, help="mean accepted draft tokens per step")
+    serve.add_argument("--block-size", type=int, default=0, help="block (diffusion-style) decoding: tokens per block")
+    serve.add_argument("--denoise-steps", type=int, default=0, help="block decoding: forward passes per block")
     p.add_argument("--flop-convention", choices=["npusim", "megatron", "palm"], default="npusim",
                    help="MFU numerator: npusim (causal attention halved), megatron (Korthikanti Eq. 7), palm")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+TRAIN_PLAN = "tp=8,pp=16,vpp=2,ep=4,tp_extend_ep=1,sp=1,zero=1,micro_batch=2"
+SERVE_PLAN = "tp=N,ep=N,etp=1,shared_tp=N,sp=1,moe_dispatch=allgather (N = devices; dense: tp=N,sp=1)"
+
+
 def run(args) -> int:
     """Run one simulation and print it."""
+    if args.workload != "train":
+        return _run_serving(args)
     from npusim.api import run_simulation
 
+    args.devices = args.devices or 6144
+    args.plan = args.plan or TRAIN_PLAN
     fields: dict = {}
     if args.micro_batch is not None:
         fields["micro_batch"] = args.micro_batch
@@ -34,10 +55,28 @@ def run(args) -> int:
         fields["recompute"] = args.recompute
     res = run_simulation(args.model, args.hardware, args.plan, args.devices, args.seq_len, args.global_batch,
                          flop_convention=args.flop_convention, **fields)
-    if args.json:
+    _print(res, args.json)
+    return 0
+
+
+def _run_serving(args) -> int:
+    """Simulate a prefill or decode step."""
+    from npusim.api import run_serving
+
+    devices = args.devices or 8
+    res = run_serving(args.model, args.hardware, args.plan, devices, args.workload, batch=args.batch or devices,
+                      input_len=args.input_len, output_len=args.output_len, draft_tokens=args.draft_tokens,
+                      accepted_tokens=args.accepted_tokens, block_size=args.block_size,
+                      denoise_steps=args.denoise_steps)
+    _print(res, args.json)
+    return 0
+
+
+def _print(res, as_json: bool) -> None:
+    """Print a result as JSON or as the text report."""
+    if as_json:
         print(json.dumps(res.to_dict(), sort_keys=True))
     else:
         from npusim.report.text import format_result
 
         print(format_result(res))
-    return 0

@@ -120,6 +120,8 @@ class EfficiencyModel(_Strict):
     """Achieved fraction of scale-up link bandwidth by collectives (bus bandwidth / link)."""
     scale_out_fraction: float = Field(gt=0, le=1)
     """Achieved fraction of scale-out NIC bandwidth by collectives."""
+    collective_launch_us: float = Field(0.0, ge=0)
+    """Fixed cost of one collective call (launch, synchronisation), on top of link latency."""
     overlap_compute_slowdown: float = Field(0.0, ge=0, lt=1)
     """Fraction by which compute slows while a collective runs concurrently on the same device."""
     source: str

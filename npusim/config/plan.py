@@ -68,6 +68,14 @@ class ParallelPlan(BaseModel):
     """Per-expert token cap as a multiple of the mean (0 = dropless)."""
     redundant_experts: int = Field(0, ge=0)
     """Hot experts replicated onto the least-loaded devices of each EP group."""
+    shared_tp: int = Field(0, ge=0)
+    """Serving: TP size of the shared experts (0 = tp); may span the attention DP groups."""
+    moe_dispatch: Literal["alltoall", "allgather"] = "alltoall"
+    """Serving: EP token exchange by all-to-all, or all-gather to every device + reduce-scatter."""
+    kv_precision: Literal["auto", "bf16", "fp16", "int8"] = "auto"
+    """Serving: KV-cache dtype (auto = 16-bit)."""
+    weight_only: bool = False
+    """Serving: int8 weights with 16-bit compute (W8A16) instead of W8A8 when precision=int8."""
 
     @property
     def pipeline_schedule(self) -> str:
@@ -93,11 +101,12 @@ class ParallelPlan(BaseModel):
 
 
 _INT_KEYS = {"tp", "pp", "vpp", "cp", "dp", "ep", "etp", "zero", "micro_batch", "mb", "routing_seed",
-             "routing_samples", "redundant_experts"}
+             "routing_samples", "redundant_experts", "shared_tp"}
 _FLOAT_KEYS = {"routing_param", "capacity_factor"}
 _BOOL_KEYS = {"sp", "tp_extend_ep", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
-              "flash_attention", "ep_overlap"}
-_STR_KEYS = {"recompute", "schedule", "precision", "master_weights", "a2a", "routing", "routing_histogram"}
+              "flash_attention", "ep_overlap", "weight_only"}
+_STR_KEYS = {"recompute", "schedule", "precision", "master_weights", "a2a", "routing", "routing_histogram",
+             "moe_dispatch", "kv_precision"}
 
 
 def parse_plan(text: str, source: str = "--plan") -> dict:

@@ -59,6 +59,11 @@ def collective_time(c: Comm, pl: Placement, hw) -> float:
     """Seconds one device spends in collective ``c`` placed as ``pl`` (plan dependent)."""
     if pl.size <= 1 or c.bytes <= 0:
         return 0.0
+    return hw.derating.collective_launch_us * 1e-6 + _transfer_time(c, pl, hw)
+
+
+def _transfer_time(c: Comm, pl: Placement, hw) -> float:
+    """Seconds of data movement and per-step latency of collective ``c``."""
     t = tiers_of(hw)
     k, n_dom = pl.per_domain, pl.domains
     if c.collective == "all_to_all":
@@ -90,7 +95,8 @@ def group_layout(plan) -> dict[str, tuple[int, int]]:
     eep, etp = plan.expert_ep, plan.expert_tp
     edp = max(1, tp * cp * dp // (eep * etp))
     return {"tp": (tp, 1), "cp": (cp, tp), "dp": (dp, tp * cp), "pp": (2, tp * cp * dp),
-            "etp": (etp, 1), "ep": (eep, etp), "edp": (edp, eep * etp), "dp_cp": (dp * cp, tp)}
+            "etp": (etp, 1), "ep": (eep, etp), "edp": (edp, eep * etp), "dp_cp": (dp * cp, tp),
+            "instance": (tp * cp * dp, 1)}
 
 
 def placements(plan, hw) -> dict[str, Placement]:

@@ -39,11 +39,13 @@ def interleaved(rank: int, pp: int, vpp: int, m: int) -> list[Unit]:
 
 
 def schedule_orders(name: str, pp: int, vpp: int, m: int) -> list[list[Unit]]:
-    """Per-rank unit orders of a named schedule."""
+    """Per-rank unit orders of a named schedule ('forward' = inference: forwards only, in order)."""
     if name == "interleaved" and vpp > 1:
         return [interleaved(r, pp, vpp, m) for r in range(pp)]
     if name in ("1f1b", "interleaved"):
         return [one_f_one_b(r, pp, m) for r in range(pp)]
+    if name == "forward":
+        return [[("F", c, i) for i in range(m) for c in range(vpp)] for _ in range(pp)]
     raise ValueError(f"unknown schedule {name!r}")
 
 

@@ -18,6 +18,10 @@ def format_result(res) -> str:
         f"({'fits' if res.fits_in_memory else 'DOES NOT FIT'})",
         "breakdown (s, adds up to the step time):",
     ]
+    if res.ttft_s is not None:
+        lines.insert(1, f"TTFT        {res.ttft_s * 1e3:10.2f} ms")
+    if res.tpot_s is not None:
+        lines.insert(1, f"TPOT        {res.tpot_s * 1e3:10.2f} ms   (KV cache {res.kv_cache_GB:.1f} GB per device)")
     for k, v in res.breakdown_s.items():
         if v > 0:
             lines.append(f"  {k:12s} {v:9.3f}  {100 * v / res.step_time_s:5.1f} %")

@@ -174,12 +174,13 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     a2a = ep_all_to_all(model, sh, "dispatch", T_unique * load_factor, assign)
     p.comms += a2a
     local_experts = model.experts // eep
-    tok_per_expert = max(1, round(assign * etp / local_experts))
+    active = max(1, round(active_experts(local_experts, assign * etp)))
+    tok_per_expert = max(1, round(assign * etp / active))
     width = model.expert_ffn_hidden // etp
     up_n = width * (2 if model.mlp == "swiglu" else 1)
-    p.ops.append(gemm("expert_up", tok_per_expert, up_n, h, groups=local_experts))
-    p.ops.append(elementwise("expert_act", tok_per_expert * local_experts * width, passes=3.0, flops_per_elem=8))
-    p.ops.append(gemm("expert_down", tok_per_expert, h, width, groups=local_experts))
+    p.ops.append(gemm("expert_up", tok_per_expert, up_n, h, groups=active))
+    p.ops.append(elementwise("expert_act", tok_per_expert * active * width, passes=3.0, flops_per_elem=8))
+    p.ops.append(gemm("expert_down", tok_per_expert, h, width, groups=active))
     p.comms += [replace(c, name=c.name.replace("dispatch", "combine")) for c in reversed(a2a)]
     if etp > 1:
         p.comms.append(Comm("etp_scatter", "ep", "reduce_scatter", "etp", etp, assign * etp * h * ACT_BYTES))
@@ -189,6 +190,14 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
         p.comms += tp_collective("tp_shared_out", sh, sh.tokens * h, after_row_parallel=True)
     p.ops.append(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
     return p
+
+
+def active_experts(local: int, routed_slots: float) -> float:
+    """Expected distinct local experts that receive at least one of ``routed_slots`` tokens (uniform
+    routing); only these are computed and have their weights read."""
+    if local <= 1:
+        return float(local)
+    return local * (1.0 - (1.0 - 1.0 / local) ** max(0.0, routed_slots))
 
 
 def expected_remote_domains(experts: int, top_k: int, domains: int) -> float:

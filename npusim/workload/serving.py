@@ -1,0 +1,179 @@
+"""Lower one transformer layer's forward pass for serving (prefill or decode) to per-device ops.
+
+Layout: attention runs as ``dp`` groups of ``tp`` devices (each group owns batch/dp sequences);
+routed experts are spread over ep x etp devices of the instance; shared experts over ``shared_tp``
+devices. With ``moe_dispatch=allgather`` every device receives all the instance's tokens before
+the MoE block and a reduce-scatter returns them (the Pangu Pro MoE H2P scheme); otherwise tokens
+move by EP all-to-all. ``sp`` rewrites the TP all-reduce as reduce-scatter + all-gather.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from npusim.workload.layers import ACT_BYTES, active_experts, elementwise, gemm
+from npusim.workload.ops import Comm, Op, Pass
+
+
+@dataclass(frozen=True)
+class ServeShard:
+    """How one forward pass is split on one device (plan and workload dependent)."""
+
+    seqs: int
+    """Sequences of this device's attention-DP group."""
+    q_tokens: int
+    """Tokens per sequence in this forward (prompt length, 1, 1 + drafts, or a block)."""
+    ctx: int
+    """KV context each query attends to (decode: cached tokens; prefill: the prompt)."""
+    prefill: bool
+    tp: int
+    dp: int
+    ep: int
+    etp: int
+    shared_tp: int
+    sp: bool
+    allgather_moe: bool
+    w_bytes: int
+    """Bytes per weight element (1 for int8)."""
+    kv_bytes: int
+    quantize_activations: bool
+    """W8A8: each GEMM input is quantised to int8 by a vector kernel."""
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of this device's attention group in this forward."""
+        return self.seqs * self.q_tokens
+
+    @property
+    def instance_tokens(self) -> int:
+        """Tokens of the whole instance (all attention-DP groups)."""
+        return self.tokens * self.dp
+
+
+def _gemm(sh: ServeShard, name: str, m: int, n: int, k: int, groups: int = 1) -> list[Op]:
+    """A weight GEMM, preceded by its activation quantisation under W8A8."""
+    ops = [gemm(name, m, n, k, groups=groups, w_bytes=sh.w_bytes)]
+    if sh.quantize_activations:
+        ops.insert(0, Op(f"{name}_quant", "memory", m * k * groups, m * k * groups * 3.0))
+    return ops
+
+
+def kv_elems_per_token(model, tp: int) -> int:
+    """KV-cache elements one device stores per token per layer (heads split over TP; MLA's latent
+    is shared by all heads and replicated on every TP rank)."""
+    if model.attention == "mla":
+        return model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
+    return 2 * max(1, model.n_kv_heads // tp) * model.d_head
+
+
+def serve_attention(model, sh: ServeShard) -> Pass:
+    """Norm, projections, attention over the KV cache, output projection and its TP collective."""
+    h, T, t = model.hidden, sh.tokens, sh.tp
+    p = Pass([elementwise("input_norm", T * h, passes=2.0, flops_per_elem=4)])
+    hl = model.heads // t
+    if model.attention == "mla":
+        m = model.mla
+        dqk, dv = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+        if m.q_lora_rank:
+            p.ops += _gemm(sh, "q_down", T, m.q_lora_rank, h) + _gemm(sh, "q_up", T, hl * dqk, m.q_lora_rank)
+        else:
+            p.ops += _gemm(sh, "q_proj", T, hl * dqk, h)
+        p.ops += _gemm(sh, "kv_down", T, m.kv_lora_rank + m.qk_rope_head_dim, h)
+        p.ops += _gemm(sh, "kv_up", T, hl * (m.qk_nope_head_dim + dv), m.kv_lora_rank)
+    else:
+        dqk = dv = model.d_head
+        kvl = max(1, model.n_kv_heads // t)
+        p.ops += _gemm(sh, "qkv_proj", T, (hl + 2 * kvl) * dqk, h)
+    kv_tok = kv_elems_per_token(model, t)
+    p.ops.append(Op("kv_write", "memory", 0.0, T * kv_tok * sh.kv_bytes))
+    ctx = sh.q_tokens / 2.0 if sh.prefill else sh.ctx + sh.q_tokens / 2.0
+    flops = 2.0 * T * hl * ctx * (dqk + dv)
+    kv_read = sh.seqs * (sh.ctx if not sh.prefill else sh.q_tokens) * kv_tok * sh.kv_bytes
+    p.ops.append(Op("attention", "attention", flops, kv_read + T * hl * (dqk + dv) * ACT_BYTES,
+                    seq=max(sh.ctx, sh.q_tokens)))
+    p.ops += _gemm(sh, "out_proj", T, h, hl * dv)
+    p.comms += _tp_reduce(sh, "tp_attn_out", T * h)
+    p.ops.append(elementwise("residual", T * h, passes=3.0))
+    return p
+
+
+def _tp_reduce(sh: ServeShard, name: str, elems: float) -> list[Comm]:
+    """TP all-reduce after a row-parallel GEMM, or reduce-scatter + all-gather with ``sp``."""
+    if sh.tp <= 1:
+        return []
+    buf = elems * ACT_BYTES
+    if sh.sp:
+        return [Comm(f"{name}_rs", "tp", "reduce_scatter", "tp", sh.tp, buf),
+                Comm(f"{name}_ag", "tp", "all_gather", "tp", sh.tp, buf)]
+    return [Comm(name, "tp", "all_reduce", "tp", sh.tp, buf)]
+
+
+def serve_dense_mlp(model, sh: ServeShard) -> Pass:
+    """Norm and dense FFN (TP split) with its TP collective."""
+    h, T = model.hidden, sh.tokens
+    w = model.ffn_hidden // sh.tp
+    up = w * (2 if model.mlp == "swiglu" else 1)
+    p = Pass([elementwise("post_norm", T * h, passes=2.0, flops_per_elem=4)])
+    p.ops += _gemm(sh, "mlp_up", T, up, h)
+    p.ops.append(elementwise("mlp_act", T * w, passes=3.0, flops_per_elem=8))
+    p.ops += _gemm(sh, "mlp_down", T, h, w)
+    p.comms += _tp_reduce(sh, "tp_mlp_out", T * h)
+    return p
+
+
+def serve_moe(model, sh: ServeShard, load_factor: float = 1.0) -> Pass:
+    """Router, token exchange, grouped expert GEMMs on this device, shared experts, exchange back."""
+    h = model.hidden
+    group = sh.tp * sh.dp
+    T_in = sh.instance_tokens if sh.allgather_moe else sh.tokens
+    p = Pass([elementwise("post_norm", sh.tokens * h, passes=2.0, flops_per_elem=4)])
+    p.ops += _gemm(sh, "router", sh.tokens, model.experts, h)
+    if sh.allgather_moe and group > 1:
+        p.comms.append(Comm("moe_allgather", "ep", "all_gather", "instance", group, sh.instance_tokens * h * ACT_BYTES))
+    elif sh.ep > 1:
+        p.comms.append(Comm("ep_dispatch", "ep", "all_to_all", "ep", sh.ep, sh.tokens * model.top_k * h * ACT_BYTES))
+    local = model.experts // sh.ep
+    # Tokens one device's experts process: the instance's (or its EP group's) routed slots / ep.
+    routed = (T_in if sh.allgather_moe else sh.tokens * sh.ep) * model.top_k / sh.ep * load_factor
+    active = max(1, round(active_experts(local, routed)))
+    per_expert = max(1, round(routed / active))
+    width = model.expert_ffn_hidden // sh.etp
+    up = width * (2 if model.mlp == "swiglu" else 1)
+    p.ops.append(elementwise("permute", routed * h, passes=2.0))
+    p.ops += _gemm(sh, "expert_up", per_expert, up, h, groups=active)
+    p.ops.append(elementwise("expert_act", per_expert * active * width, passes=3.0, flops_per_elem=8))
+    p.ops += _gemm(sh, "expert_down", per_expert, h, width, groups=active)
+    p.ops.append(elementwise("unpermute", routed * h, passes=2.0))
+    if model.shared_experts:
+        stp = sh.shared_tp or sh.tp
+        sw = model.shared_experts * model.expert_ffn_hidden // stp
+        m_sh = max(1, T_in * stp // group) if sh.allgather_moe else sh.tokens
+        p.ops += _gemm(sh, "shared_up", m_sh, sw * (2 if model.mlp == "swiglu" else 1), h)
+        p.ops.append(elementwise("shared_act", m_sh * sw, passes=3.0, flops_per_elem=8))
+        p.ops += _gemm(sh, "shared_down", m_sh, h, sw)
+        if not sh.allgather_moe:
+            p.comms += _tp_reduce(sh, "tp_shared_out", sh.tokens * h)
+    if sh.allgather_moe and group > 1:
+        p.comms.append(Comm("moe_reducescatter", "ep", "reduce_scatter", "instance", group, sh.instance_tokens * h * ACT_BYTES))
+    elif sh.ep > 1:
+        p.comms.append(Comm("ep_combine", "ep", "all_to_all", "ep", sh.ep, sh.tokens * model.top_k * h * ACT_BYTES))
+    p.ops.append(elementwise("residual", sh.tokens * h, passes=3.0))
+    return p
+
+
+def serve_head(model, sh: ServeShard) -> Pass:
+    """Final norm and LM head on the positions that produce tokens (last prompt token in prefill)."""
+    h = model.hidden
+    rows = sh.seqs if sh.prefill else sh.tokens
+    p = Pass([elementwise("final_norm", rows * h, passes=2.0)])
+    p.ops += _gemm(sh, "lm_head", rows, model.vocab // sh.tp, h)
+    p.ops.append(Op("sample", "memory", rows * model.vocab / sh.tp, rows * model.vocab / sh.tp * 4.0))
+    if sh.tp > 1:
+        p.comms.append(Comm("tp_logits_gather", "tp", "all_gather", "tp", sh.tp, rows * 8.0 * sh.tp))
+    return p
+
+
+def serve_layer(model, sh: ServeShard, moe: bool, load_factor: float = 1.0) -> Pass:
+    """Forward of one layer for serving."""
+    p = serve_attention(model, sh)
+    p.extend(serve_moe(model, sh, load_factor) if moe else serve_dense_mlp(model, sh))
+    return p
