@@ -1,0 +1,135 @@
+"""MoE report: Pangu Ultra MoE MFU band and mechanism attribution; MoGE vs top-k routing for Pangu Pro MoE.
+
+Run: python benchmarks/moe_report.py     (writes docs/moe.md)
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from pathlib import Path
+
+from npusim.config.hardware import load_profile
+from npusim.config.model import load_model
+from npusim.config.plan import make_plan, parse_plan
+from npusim.config.workload import TrainWorkload
+from npusim.cost.compute import op_time
+from npusim.simulate import simulate
+from npusim.workload.layers import gemm
+from npusim.workload.routing import RoutingSpec, imbalance_score, load_stats
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "moe.md"
+ULTRA = "tp=8,pp=16,vpp=2,ep=4,tp_extend_ep=1,sp=1,zero=1,micro_batch=2"
+MECHANISMS = [
+    ("baseline: flat all-to-all, no overlap", ""),
+    ("+ hierarchical all-to-all", ",a2a=hierarchical"),
+    ("+ EP overlap (adaptive pipe overlap)", ",a2a=hierarchical,ep_overlap=1"),
+]
+
+
+def ultra_rows(devices: int, batches: list[int], extra: str) -> list[str]:
+    """Markdown rows of Pangu Ultra MoE at several global batches."""
+    m, hw = load_model("pangu-ultra-moe-718b"), load_profile("atlas-800t-a2")
+    out = []
+    for gb in batches:
+        # Interleaving needs micro-batches divisible by pp: at 768 sequences use micro-batch 1 (16 of them).
+        mb = ",micro_batch=1" if gb // (devices // 128) // 2 < 16 else ""
+        r = simulate(m, hw, make_plan(parse_plan(ULTRA + extra + mb)), TrainWorkload(seq_len=4096, global_batch=gb), devices)
+        b = r.breakdown_s
+        out.append(f"| {devices} | {gb}{' (mb 1)' if mb else ''} | {r.step_time_s:.2f} | {100 * r.mfu:.1f} | {r.tokens_per_s / 1e6:.2f} | "
+                   f"{b['compute'] + b['recompute']:.2f} | {b['ep_comm']:.2f} | {b['tp_comm']:.2f} | {b['bubble']:.2f} | "
+                   f"{r.peak_memory_GB:.1f} |")
+    return out
+
+
+def ultra_section() -> list[str]:
+    """Pangu Ultra MoE: band over global batch and the mechanism ladder."""
+    head = ["| devices | global batch | step s | MFU % | M tokens/s | compute s | EP comm s | TP comm s | bubble s | memory GB |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["## Pangu Ultra MoE on Atlas 800T A2\n",
+             "Plan: TP8 PP16 VPP2 EP4 with TP-extend-EP (experts over 32 ranks), SP, ZeRO-1, micro-batch 2, "
+             "seq 4096, balanced routing (the run used an EP-group auxiliary loss; `routing=` changes this). "
+             "MFU uses npusim's convention (causal attention halved) against the 353.9 TFLOPS bf16 peak of the "
+             "376T SKU; the paper's peak and convention are not public (see `shared/reference/pangu.md`).\n"]
+    for title, extra in MECHANISMS:
+        lines += [f"### {title}\n"] + head + ultra_rows(6144, [768, 1536, 3072], extra) + [""]
+    lines += ["### Baseline vs system on the published device counts\n"] + head
+    lines += ultra_rows(4096, [1024], "") + ultra_rows(6144, [1536], ",a2a=hierarchical,ep_overlap=1")
+    lines += ["", "Published: 18.9 % MFU / 0.61 M tokens/s (baseline, 4K NPUs) and 30.0 % / 1.46 M tokens/s "
+              "(6K NPUs) [reported]. Global batch and sequence length of those runs are not public.\n"]
+    return lines + attribution()
+
+
+def attribution() -> list[str]:
+    """Which mechanism buys what, at 6144 devices and global batch 1536 (computed, not written by hand)."""
+    m, hw = load_model("pangu-ultra-moe-718b"), load_profile("atlas-800t-a2")
+    wl = TrainWorkload(seq_len=4096, global_batch=1536)
+    res = [simulate(m, hw, make_plan(parse_plan(ULTRA + extra)), wl, 6144) for _, extra in MECHANISMS]
+    base, hier, ovl = res
+    out = ["### Where the gain comes from (6144 devices, global batch 1536)\n",
+           f"- Hierarchical all-to-all sends each token across the slow RoCE links once per destination server "
+           f"instead of once per routed expert: exposed EP time {base.breakdown_s['ep_comm']:.2f} s -> "
+           f"{hier.breakdown_s['ep_comm']:.2f} s, step {base.step_time_s:.2f} s -> {hier.step_time_s:.2f} s "
+           f"(MFU {100 * base.mfu:.1f} % -> {100 * hier.mfu:.1f} %).",
+           f"- EP overlap hides the remaining all-to-all behind another micro-batch's compute (paying "
+           f"{100 * hw.derating.overlap_compute_slowdown:.0f} % compute interference while it runs): EP "
+           f"{hier.breakdown_s['ep_comm']:.2f} s -> {ovl.breakdown_s['ep_comm']:.2f} s; shorter stages also shrink "
+           f"the bubble {hier.breakdown_s['bubble']:.2f} s -> {ovl.breakdown_s['bubble']:.2f} s; step "
+           f"{ovl.step_time_s:.2f} s, MFU {100 * ovl.mfu:.1f} %.",
+           f"- Together: {base.step_time_s / ovl.step_time_s:.2f}x throughput at equal devices. The published "
+           f"18.9 % -> 30.0 % (1.59x) also moved from 4K to 6K NPUs and added memory work (recompute, swapping) "
+           f"and load balancing that the balanced-routing baseline here does not need.",
+           "- Absolute MFU is lower than published by a roughly constant factor; the paper's implied peak "
+           "(210-235 TFLOPS, `shared/reference/pangu.md`) is well below the 353.9 TFLOPS used here, so part of "
+           "the gap is the FLOP/peak convention, not time.\n"]
+    return out
+
+
+def moge_section() -> list[str]:
+    """Pangu Pro MoE: MoGE vs plain top-8 imbalance, GEMM spread and step time on 8 and 16 EP ranks."""
+    m, hw = load_model("pangu-pro-moe-72b"), load_profile("atlas-800t-a2")
+    paper = [imbalance_score(s, 64, 8, 8, 16, groups=8, trials=5000) for s in ("uniform", "grouped")]
+    lines = ["## MoGE vs top-k routing (Pangu Pro MoE)\n",
+             "Monte Carlo of the paper's setting (64 experts, top-8, 8 devices, 16 tokens, 5,000 trials, seed 0):\n",
+             "| routing | mean IS | P(IS > 0) |", "|---|---|---|"]
+    lines += [f"| {p['scheme']} | {p['mean_IS']:.3f} | {p['p_IS_gt_0']:.3f} |" for p in paper]
+    lines += ["", "Training step (atlas-800t-a2, 256 devices, TP1 PP4 EP=8/16, ZeRO-1, micro-batch 1, seq 4096, "
+              "global batch 512; tokens per EP group per micro-batch = 4096 x EP; 16 sampled micro-batches):\n",
+              "| EP | routing | IS | busiest/mean load | expert GEMM spread ms (max-min device, one layer fwd) | step s | imbalance part s |",
+              "|---|---|---|---|---|---|---|"]
+    for ep in (8, 16):
+        for scheme, param in (("grouped", 1.0), ("uniform", 1.0), ("zipf", 0.5), ("dirichlet", 5.0)):
+            spec = RoutingSpec(scheme, param, samples=16)
+            st = load_stats(spec, m, ep, 4096 * ep)
+            spread = _gemm_spread(m, hw, ep, 4096, st)
+            r = simulate(m, hw, make_plan(parse_plan(f"tp=1,pp=4,ep={ep},zero=1,routing={scheme},routing_param={param}")),
+                         TrainWorkload(seq_len=4096, global_batch=512), 256)
+            label = scheme if scheme in ("grouped", "uniform") else f"{scheme}({param})"
+            lines.append(f"| {ep} | {label} | {st.imbalance_score:.4f} | {st.max_over_mean:.3f} | {spread * 1e3:.3f} | "
+                         f"{r.step_time_s:.3f} | {r.breakdown_s['imbalance']:.3f} |")
+    lines.append("")
+    return lines
+
+
+def _gemm_spread(m, hw, ep: int, tokens: int, st) -> float:
+    """Grouped-GEMM time difference between the busiest and the idlest device (one layer, forward)."""
+    local = m.experts // ep
+    mean = tokens * m.top_k / ep
+    def t(load: float) -> float:
+        per = max(1, round(mean * load / local))
+        return sum(op_time(gemm(n, per, w, k, groups=local), hw, "bf16")
+                   for n, w, k in (("expert_up", 2 * m.expert_ffn_hidden, m.hidden), ("expert_down", m.hidden, m.expert_ffn_hidden)))
+    return t(st.max_over_mean) - t(st.min_over_mean)
+
+
+def main() -> int:
+    text = [f"# MoE: load imbalance, all-to-all and overlap\n",
+            f"Generated {datetime.date.today()} by `python benchmarks/moe_report.py` on {platform.platform()}, "
+            f"Python {platform.python_version()}.\n"] + ultra_section() + moge_section()
+    DOCS.write_text("\n".join(text))
+    print("\n".join(text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
