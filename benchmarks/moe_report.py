@@ -123,7 +123,7 @@ def _gemm_spread(m, hw, ep: int, tokens: int, st) -> float:
 
 
 def main() -> int:
-    text = [f"# MoE: load imbalance, all-to-all and overlap\n",
+    text = ["# MoE: load imbalance, all-to-all and overlap\n",
             f"Generated {datetime.date.today()} by `python benchmarks/moe_report.py` on {platform.platform()}, "
             f"Python {platform.python_version()}.\n"] + ultra_section() + moge_section()
     DOCS.write_text("\n".join(text))
