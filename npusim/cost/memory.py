@@ -77,22 +77,25 @@ def activation_bytes_per_layer(model, plan, sh, moe: bool, load_factor: float = 
         kv = 2 * model.n_kv_heads * model.d_head
         dv = model.heads * model.d_head
         latent = 0
+    # GEMM inputs are saved in the GEMM's precision: 1 byte under FP8 (Transformer Engine keeps the
+    # quantised copy for the weight gradient), else 2. Norm inputs, Q/K/V and activations stay 16-bit.
+    g = 1 if plan.precision == "fp8" else 2
     # Norm input, QKV input and dropout mask sit in the SP region; Q, K, V and the out-proj input are TP-split.
-    attn = (2 * h + 2 * h + h) / sp_div + (2 * (q + kv) + 2 * dv + 2 * latent) / t
+    attn = (2 * h + g * h + h) / sp_div + (2 * (q + kv) + g * dv + 2 * latent) / t
     if not plan.flash_attention and plan.recompute != "selective":
         attn += 5.0 * model.heads * sh.seq_len / t
-    norm_mlp_in = (2 * h + 2 * h + h) / sp_div
+    norm_mlp_in = (2 * h + g * h + h) / sp_div
     if moe:
         fe = model.expert_ffn_hidden
         up = 2 if model.mlp == "swiglu" else 1
-        routed = load_factor * model.top_k * (2 * h + 2 * up * fe + 2 * fe) / t
+        routed = load_factor * model.top_k * (g * h + 2 * up * fe + g * fe) / t
         shared = 0.0
         if model.shared_experts:
             sw = model.shared_experts * fe
-            shared = (2 * h + 2 * up * sw + 2 * sw) / t
+            shared = (g * h + 2 * up * sw + g * sw) / t
         mlp = norm_mlp_in + routed + shared + model.experts * 4 / t
     else:
         f = model.ffn_hidden
         up = 2 if model.mlp == "swiglu" else 1
-        mlp = norm_mlp_in + (2 * up * f + 2 * f) / t
+        mlp = norm_mlp_in + (2 * up * f + g * f) / t
     return T * (attn + mlp)

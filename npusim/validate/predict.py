@@ -45,7 +45,9 @@ def simulate_serving_record(rec: RunRecord):
 
 
 def simulate_record(rec: RunRecord):
-    """Simulate a training row; an unpublished micro-batch is the fastest candidate that fits."""
+    """Simulate a training row. Unpublished choices are filled the way the run's authors had to:
+    the recompute policy is the lightest of none / selective / full that fits in memory, and the
+    micro-batch the fastest of AUTO_MICRO_BATCHES that fits. Neither looks at the measured time."""
     from npusim.config.errors import ConfigError
     from npusim.config.hardware import load_profile
     from npusim.config.plan import make_plan
@@ -54,19 +56,22 @@ def simulate_record(rec: RunRecord):
 
     hw, model, wl = load_profile(rec.hardware), record_model(rec), record_workload(rec)
     fields = record_plan_fields(rec)
-    if fields.get("micro_batch") is not None:
-        return simulate(model, hw, make_plan(fields), wl, rec.devices)
-    best, first_error = None, None
-    for mb in AUTO_MICRO_BATCHES:
-        try:
-            res = simulate(model, hw, make_plan({**fields, "micro_batch": mb}), wl, rec.devices)
-        except ConfigError as e:  # e.g. global batch not divisible by this micro-batch
-            first_error = first_error or e
-            continue
-        if res.fits_in_memory and (best is None or res.step_time_s < best.step_time_s):
-            best = res
-        if best is None and res is not None and not res.fits_in_memory and mb == AUTO_MICRO_BATCHES[0]:
-            best = res  # nothing smaller exists: report the smallest even if it does not fit
-    if best is None:
-        raise first_error or ValueError(f"{rec.id}: no micro-batch in {AUTO_MICRO_BATCHES} is valid")
-    return best
+    recomputes = (fields["recompute"],) if rec.recompute is not None else ("none", "selective", "full")
+    micro = (fields["micro_batch"],) if fields.get("micro_batch") is not None else AUTO_MICRO_BATCHES
+    fallback, first_error = None, None
+    for rc in recomputes:
+        best = None
+        for mb in micro:
+            try:
+                res = simulate(model, hw, make_plan({**fields, "recompute": rc, "micro_batch": mb}), wl, rec.devices)
+            except ConfigError as e:  # e.g. global batch not divisible by this micro-batch
+                first_error = first_error or e
+                continue
+            fallback = fallback or res
+            if res.fits_in_memory and (best is None or res.step_time_s < best.step_time_s):
+                best = res
+        if best is not None:
+            return best
+    if fallback is None:
+        raise first_error or ValueError(f"{rec.id}: no valid micro-batch in {micro}")
+    return fallback  # nothing fits: report the first valid plan (its fits_in_memory is False)

@@ -13,11 +13,17 @@ Blank cells become ``None`` in :class:`RunRecord`. When a row is turned into pla
   stated) -> 1; ``dp`` blank -> 0 (derived from the device count).
 - ``sp`` blank -> ``tp > 1`` for ``megatron-core`` / ``nemo-automodel`` rows (the NeMo and
   Megatron-Bridge recipes turn sequence parallelism on with tensor parallelism), else False;
-  ``zero`` blank -> 0; ``recompute`` blank -> ``'none'``; ``master_weights`` blank -> ``'fp32'``.
+  ``zero`` blank -> 1 for ``megatron-core`` / ``nemo-automodel`` rows (NeMo 2 / Megatron-Bridge
+  recipes use Megatron's distributed optimizer), else 0; ``master_weights`` blank -> ``'fp32'``.
+- ``recompute`` blank -> ``None`` here: :func:`npusim.validate.predict.simulate_record` takes the
+  lightest of none / selective / full that fits in memory (the recipe had to fit).
 - ``micro_batch`` blank -> ``None`` here: :func:`npusim.validate.predict.predict_record` then takes
   the micro-batch in {1, 2, 4, 8} with the shortest predicted step that fits in memory, because the
   authors tuned it per run (Narayanan et al. §5.7) and did not print it. The choice never looks at
   the measured time.
+
+Options stated in a row's ``notes`` (``NOTE_OPTIONS``): "DeepEP" -> ``a2a=hierarchical``;
+"--use-mc2" -> ``tp_comm_overlap=True``.
 
 Framework-era defaults, decided by the row's ``flop_convention``:
 
@@ -339,6 +345,13 @@ def record_model(rec: RunRecord) -> "ModelConfig":
     return validate(ModelConfig, data, rec.origin or rec.id)
 
 
+NOTE_OPTIONS = {
+    "deepep": {"a2a": "hierarchical"},
+    "--use-mc2": {"tp_comm_overlap": True},
+}
+"""Plan options a row states in its notes: DeepEP forwards tokens across nodes once per destination
+node (modelled as the hierarchical all-to-all); Ascend MC2 fuses matmul and TP communication."""
+
 RECIPE_SP = ("megatron-core", "nemo-automodel")
 """Conventions whose recipes enable sequence parallelism whenever tp > 1."""
 
@@ -353,10 +366,14 @@ def record_plan_fields(rec: RunRecord) -> dict:
         "tp": _or(rec.tp, 1), "pp": _or(rec.pp, 1), "vpp": _or(rec.vpp, 1), "cp": _or(rec.cp, 1),
         "dp": _or(rec.dp, 0), "ep": _or(rec.ep, 1), "etp": _or(rec.etp, 0), "sp": bool(rec.sp) if rec.sp is not None else (
             rec.flop_convention in RECIPE_SP and _or(rec.tp, 1) > 1),
-        "zero": _or(rec.zero, 0), "recompute": _or(rec.recompute, "none"),
+        "zero": _or(rec.zero, 1 if rec.flop_convention in RECIPE_SP else 0), "recompute": _or(rec.recompute, "none"),
         "micro_batch": rec.micro_batch, "precision": rec.precision,
         "master_weights": _or(rec.master_weights, "fp32"),
     }
+    notes = (rec.notes or "").lower()
+    for keyword, opts in NOTE_OPTIONS.items():
+        if keyword in notes:
+            out.update(opts)
     if rec.flop_convention in LEGACY_MEGATRON:
         out["flash_attention"] = False
         out["overlap_grad_reduce"] = False

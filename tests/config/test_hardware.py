@@ -59,7 +59,7 @@ def test_910b_376t_numbers():
     assert hw.node.scale_up.topology == "full_mesh"
     assert hw.cluster.nic_bandwidth_GBps == 25
     assert hw.max_devices == 9216
-    assert hw.efficiency.gemm.max_fraction == pytest.approx(328 / 353.9, abs=1e-3)
+    assert hw.efficiency.gemm.max_fraction == 0.7  # msModeling default compute efficiency
 
 
 def test_910b_skus_share_memory():
