@@ -147,14 +147,20 @@ def make_plan(fields: dict, source: str = "--plan") -> ParallelPlan:
     return validate(ParallelPlan, fields, source)
 
 
+MAX_DEVICES = 1_000_000
+"""Largest cluster npusim simulates."""
+MAX_PIPELINE_UNITS = 2_000_000
+"""Most forward/backward units one step may schedule (about 10 s of event simulation)."""
+
+
 def resolve_plan(plan: ParallelPlan, model, devices: int, global_batch: int, seq_len: int,
                  source: str = "--plan") -> ParallelPlan:
     """Derive ``dp`` and check the plan against the model and device count; raise ConfigError."""
     def bad(field: str, value: object, problem: str, allowed: str = "") -> ConfigError:
         return ConfigError(source, field, value, problem, allowed)
 
-    if devices < 1:
-        raise bad("devices", devices, "must be positive", ">= 1")
+    if not 1 <= devices <= MAX_DEVICES:
+        raise bad("devices", devices, "out of range", f"1..{MAX_DEVICES:,}")
     mp = plan.tp * plan.pp * plan.cp
     dp = plan.dp
     if dp == 0:
@@ -182,6 +188,11 @@ def resolve_plan(plan: ParallelPlan, model, devices: int, global_batch: int, seq
         raise bad("global_batch", global_batch, f"not divisible by micro_batch*dp = {per_step}",
                   f"a multiple of {per_step}")
     m = global_batch // per_step
+    units = 2 * m * plan.pp * plan.vpp
+    if units > MAX_PIPELINE_UNITS:
+        raise bad("global_batch", global_batch,
+                  f"{m:,} micro-batches x {plan.pp * plan.vpp} chunks = {units:,} pipeline units to simulate",
+                  f"<= {MAX_PIPELINE_UNITS:,} (raise micro_batch or dp)")
     if plan.pipeline_schedule == "interleaved" and plan.pp > 1 and m % plan.pp:
         raise bad("global_batch", global_batch,
                   f"interleaved schedule needs micro-batches ({m}) divisible by pp ({plan.pp})",
