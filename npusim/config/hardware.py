@@ -217,18 +217,9 @@ def list_profiles() -> list[str]:
 
 def profile_path(name_or_path: str) -> Path:
     """The YAML file of a preset name or path; raise ConfigError for an unknown name."""
-    from npusim.config.errors import ConfigError, did_you_mean
+    from npusim.config.loader import find_preset
 
-    path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
-        found = [d / f"{name_or_path}.yaml" for d in profile_dirs() if (d / f"{name_or_path}.yaml").is_file()]
-        if not found:
-            names = list_profiles()
-            raise ConfigError("--hardware", "hardware", name_or_path,
-                              "unknown hardware preset" + did_you_mean(name_or_path, names),
-                              ", ".join(names))
-        path = found[0]
-    return path
+    return find_preset(name_or_path, profile_dirs(), "hardware")
 
 
 def load_profile(name_or_path: str) -> HardwareProfile:

@@ -46,3 +46,19 @@ def validate(model_cls: type[T], data: dict[str, Any], source: str) -> T:
         return model_cls.model_validate(data)  # type: ignore[attr-defined]
     except ValidationError as e:
         raise from_pydantic(source, e) from None
+
+
+def find_preset(name_or_path: str, dirs: list[Path], field: str) -> Path:
+    """The file of a preset ``NAME`` (``NAME.yaml`` in ``dirs``) or of an explicit path; an unknown
+    name raises a one-line ConfigError listing the presets (with a 'did you mean')."""
+    from npusim.config.errors import did_you_mean
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        return path
+    for d in dirs:
+        if (d / f"{name_or_path}.yaml").is_file():
+            return d / f"{name_or_path}.yaml"
+    names = sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
+    raise ConfigError(f"--{field}", field, name_or_path, f"unknown {field} preset" + did_you_mean(name_or_path, names),
+                      ", ".join(names))

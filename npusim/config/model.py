@@ -225,17 +225,9 @@ def list_models() -> list[str]:
 
 def load_model(name_or_path: str, **overrides) -> ModelConfig:
     """Load a preset by name, a model YAML, or a Hugging Face ``config.json`` by path."""
-    from npusim.config.errors import ConfigError, did_you_mean
-    from npusim.config.loader import read_mapping, validate
+    from npusim.config.loader import find_preset, read_mapping, validate
 
-    path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
-        found = [d / f"{name_or_path}.yaml" for d in preset_dirs() if (d / f"{name_or_path}.yaml").is_file()]
-        if not found:
-            names = list_models()
-            raise ConfigError("--model", "model", name_or_path,
-                              "unknown model preset" + did_you_mean(name_or_path, names), ", ".join(names))
-        path = found[0]
+    path = find_preset(name_or_path, preset_dirs(), "model")
     data = read_mapping(path)
     if path.suffix == ".json" or "model_type" in data or "architectures" in data:
         from npusim.config.hf import from_hf_config
