@@ -138,21 +138,31 @@ def from_hf_config(data: dict, source: str) -> dict:
         data = {**data["text_config"], "_name_or_path": data.get("_name_or_path"),
                 "model_type": data["text_config"].get("model_type", data.get("model_type"))}
     model_type = str(data.get("model_type") or "").lower()
-
     layers = _int(source, data, _LAYERS, required=True)
     hidden = _int(source, data, _HIDDEN, required=True)
     heads = _int(source, data, _HEADS, required=True)
     vocab = _int(source, data, _VOCAB, required=True)
-    assert layers and hidden and heads and vocab
+    out: dict[str, Any] = {"name": _name(data, model_type), "layers": layers, "hidden": hidden,
+                           "heads": heads, "vocab": vocab}
+    out.update(_attention_fields(source, data, model_type, heads))
+    out.update(_ffn_fields(source, data, model_type, hidden))
+    out["mtp_layers"] = _int(source, data, _MTP, positive=False) or 0
+    tied = data.get("tie_word_embeddings")
+    out["tied_embeddings"] = bool(tied) if tied is not None else _TIED_DEFAULT.get(model_type, True)
+    window, every = _sliding(source, data, model_type)
+    if window:
+        out.update(sliding_window=window, sliding_window_every=every)
+    out["source"] = source
+    return out
+
+
+def _attention_fields(source: str, data: dict, model_type: str, heads: int) -> dict:
+    """Attention type, heads, MLA ranks, biases, norm and MLP kind."""
+    out: dict[str, Any] = {}
     kv_heads = _int(source, data, _KV_HEADS) or heads
     if data.get("multi_query") is True and not _first(data, _KV_HEADS)[0]:
         kv_heads = 1
     head_dim = _int(source, data, ("head_dim", "kv_channels"))
-
-    out: dict[str, Any] = {"name": _name(data, model_type), "layers": layers, "hidden": hidden,
-                           "heads": heads, "vocab": vocab}
-
-    # ---- attention ---------------------------------------------------------------------------
     kv_lora = _int(source, data, _KV_LORA)
     if kv_lora is not None or model_type in _MLA_TYPES:
         mla = {"q_lora_rank": _int(source, data, _Q_LORA),
@@ -165,73 +175,73 @@ def from_hf_config(data: dict, source: str) -> dict:
         out.update(attention="gqa" if kv_heads < heads else "mha", kv_heads=kv_heads)
         if head_dim is not None:
             out["head_dim"] = head_dim
-
-    gpt_style = model_type in _GPT_STYLE
     out["mlp"] = _mlp(data, model_type)
     out["norm"] = _norm(data, model_type)
-    if gpt_style and model_type in ("gpt2", "bloom", "gpt_neox", "gptj", "opt", "gpt_bigcode"):
+    if model_type in _GPT_STYLE and model_type in ("gpt2", "bloom", "gpt_neox", "gptj", "opt", "gpt_bigcode"):
         out["linear_bias"] = True
     elif data.get("bias") is True or data.get("use_bias") is True:
         out["linear_bias"] = True
     qkv_bias = data.get("attention_bias", data.get("qkv_bias"))
     out["qkv_bias"] = bool(qkv_bias) if qkv_bias is not None else model_type in _QKV_BIAS
+    return out
 
-    # ---- FFN / MoE ---------------------------------------------------------------------------
+
+def _ffn_fields(source: str, data: dict, model_type: str, hidden: int) -> dict:
+    """Dense FFN width, or the MoE fields (experts, routing groups, shared experts, dense layers)."""
     ffn = _int(source, data, _FFN)
     experts = _int(source, data, _EXPERTS, positive=False) or 0
     if experts <= 1:  # a single "expert" is a dense FFN
-        experts = 0
-    if experts:
-        top_k = _int(source, data, _TOP_K, required=True)
-        expert_ffn = _int(source, data, _MOE_FFN)
-        if expert_ffn is None:  # Mixtral / GPT-OSS: intermediate_size is the expert width
-            if ffn is None:
-                raise ConfigError(source, "moe_intermediate_size", None,
-                                  "required field is missing from the Hugging Face config",
-                                  "moe_intermediate_size | intermediate_size")
-            expert_ffn, ffn = ffn, None
-        shared = _int(source, data, _SHARED, positive=False) or 0
-        shared_width = _int(source, data, ("shared_expert_intermediate_size",), positive=False)
-        if shared_width:
-            if shared_width % expert_ffn:
-                raise ConfigError(source, "shared_expert_intermediate_size", shared_width,
-                                  f"not a multiple of the expert width {expert_ffn}",
-                                  f"k x {expert_ffn} (shared_experts counts expert widths)")
-            shared = shared_width // expert_ffn
-        dense = _int(source, data, _DENSE, positive=False) or 0
-        mlp_only = data.get("mlp_only_layers") or []
-        if mlp_only:
-            if sorted(mlp_only) != list(range(len(mlp_only))):
-                raise ConfigError(source, "mlp_only_layers", mlp_only,
-                                  "only a leading run of dense layers can be modelled", "[0, 1, ..., k-1]")
-            dense = max(dense, len(mlp_only))
-        freq = _int(source, data, ("moe_layer_freq", "decoder_sparse_step")) or 1
-        groups = _int(source, data, ("n_group", "num_expert_groups"), positive=False) or 0
-        topk_group = _int(source, data, ("topk_group",), positive=False) or 0
-        if groups <= 1 or data.get("topk_method") == "greedy":
-            groups, topk_group = 0, 0
-        out.update(experts=experts, top_k=top_k, expert_ffn_hidden=expert_ffn, shared_experts=shared,
-                   dense_layers=dense, moe_layer_freq=freq, expert_groups=groups,
-                   groups_per_token=topk_group if topk_group and topk_group < groups else 0)
-        if dense or freq > 1:
-            if ffn is None:
-                raise ConfigError(source, "intermediate_size", None,
-                                  "required for the dense layers of this MoE model", "a positive integer")
-            out["ffn_hidden"] = ffn
-    else:
         if ffn is None:
-            if gpt_style:
-                ffn = 4 * hidden
-            else:
+            if model_type not in _GPT_STYLE:
                 raise ConfigError(source, "intermediate_size", None,
                                   "required field is missing from the Hugging Face config", " | ".join(_FFN))
+            ffn = 4 * hidden
+        return {"ffn_hidden": ffn}
+    top_k = _int(source, data, _TOP_K, required=True)
+    expert_ffn = _int(source, data, _MOE_FFN)
+    if expert_ffn is None:  # Mixtral / GPT-OSS: intermediate_size is the expert width
+        if ffn is None:
+            raise ConfigError(source, "moe_intermediate_size", None,
+                              "required field is missing from the Hugging Face config",
+                              "moe_intermediate_size | intermediate_size")
+        expert_ffn, ffn = ffn, None
+    dense, freq = _moe_layout(source, data)
+    groups = _int(source, data, ("n_group", "num_expert_groups"), positive=False) or 0
+    topk_group = _int(source, data, ("topk_group",), positive=False) or 0
+    if groups <= 1 or data.get("topk_method") == "greedy":
+        groups, topk_group = 0, 0
+    out = {"experts": experts, "top_k": top_k, "expert_ffn_hidden": expert_ffn,
+           "shared_experts": _shared_experts(source, data, expert_ffn), "dense_layers": dense,
+           "moe_layer_freq": freq, "expert_groups": groups,
+           "groups_per_token": topk_group if topk_group and topk_group < groups else 0}
+    if dense or freq > 1:
+        if ffn is None:
+            raise ConfigError(source, "intermediate_size", None,
+                              "required for the dense layers of this MoE model", "a positive integer")
         out["ffn_hidden"] = ffn
-
-    out["mtp_layers"] = _int(source, data, _MTP, positive=False) or 0
-    tied = data.get("tie_word_embeddings")
-    out["tied_embeddings"] = bool(tied) if tied is not None else _TIED_DEFAULT.get(model_type, True)
-    window, every = _sliding(source, data, model_type)
-    if window:
-        out.update(sliding_window=window, sliding_window_every=every)
-    out["source"] = source
     return out
+
+
+def _shared_experts(source: str, data: dict, expert_ffn: int) -> int:
+    """Shared-expert width in units of the routed expert width."""
+    shared = _int(source, data, _SHARED, positive=False) or 0
+    shared_width = _int(source, data, ("shared_expert_intermediate_size",), positive=False)
+    if shared_width:
+        if shared_width % expert_ffn:
+            raise ConfigError(source, "shared_expert_intermediate_size", shared_width,
+                              f"not a multiple of the expert width {expert_ffn}",
+                              f"k x {expert_ffn} (shared_experts counts expert widths)")
+        shared = shared_width // expert_ffn
+    return shared
+
+
+def _moe_layout(source: str, data: dict) -> tuple[int, int]:
+    """(leading dense layers, MoE layer frequency)."""
+    dense = _int(source, data, _DENSE, positive=False) or 0
+    mlp_only = data.get("mlp_only_layers") or []
+    if mlp_only:
+        if sorted(mlp_only) != list(range(len(mlp_only))):
+            raise ConfigError(source, "mlp_only_layers", mlp_only,
+                              "only a leading run of dense layers can be modelled", "[0, 1, ..., k-1]")
+        dense = max(dense, len(mlp_only))
+    return dense, _int(source, data, ("moe_layer_freq", "decoder_sparse_step")) or 1

@@ -197,26 +197,32 @@ def resolve_plan(plan: ParallelPlan, model, devices: int, global_batch: int, seq
         raise bad("global_batch", global_batch,
                   f"interleaved schedule needs micro-batches ({m}) divisible by pp ({plan.pp})",
                   f"global_batch a multiple of {per_step * plan.pp}")
-    if model.is_moe and plan.etp == 0:
+    if model.is_moe:
+        plan = _check_moe(plan, model, dp, bad)
+    elif plan.ep > 1:
+        raise bad("ep", plan.ep, "a dense model has no experts", "1")
+    return plan.model_copy(update={"dp": dp})
+
+
+def _check_moe(plan: ParallelPlan, model, dp: int, bad) -> ParallelPlan:
+    """Default the expert TP size and check expert placement and routing options of an MoE plan."""
+    if plan.etp == 0:
         # Megatron-Core's default expert TP is tp; when ep*tp does not fit in tp*cp*dp (as in the
         # NeMo/Megatron-Bridge MoE recipes, which set ETP 1) fall back to 1.
         etp = 1 if plan.tp_extend_ep or (plan.tp * plan.cp * dp) % (plan.ep * plan.tp) else plan.tp
         plan = plan.model_copy(update={"etp": etp})
-    if model.is_moe:
-        eep = plan.expert_ep
-        if model.experts % eep:
-            raise bad("ep", plan.ep, f"experts ({model.experts}) not divisible by expert-parallel ranks ({eep})",
-                      "a divisor of the expert count")
-        moe_ranks = eep * plan.expert_tp
-        if (plan.tp * plan.cp * dp) % moe_ranks:
-            raise bad("ep", plan.ep, f"ep*etp = {moe_ranks} does not divide tp*cp*dp = {plan.tp * plan.cp * dp}",
-                      "ep*etp dividing tp*cp*dp")
-        if plan.routing == "grouped" and not model.expert_groups:
-            raise bad("routing", "grouped", "the model has no expert groups", "balanced, uniform, zipf, dirichlet, histogram")
-        if plan.routing == "grouped" and model.top_k % model.expert_groups:
-            raise bad("routing", "grouped", f"top_k ({model.top_k}) not divisible by expert_groups ({model.expert_groups})")
-        if plan.routing == "histogram" and not plan.routing_histogram:
-            raise bad("routing_histogram", None, "routing=histogram needs routing_histogram=PATH")
-    elif plan.ep > 1:
-        raise bad("ep", plan.ep, "a dense model has no experts", "1")
-    return plan.model_copy(update={"dp": dp})
+    eep = plan.expert_ep
+    if model.experts % eep:
+        raise bad("ep", plan.ep, f"experts ({model.experts}) not divisible by expert-parallel ranks ({eep})",
+                  "a divisor of the expert count")
+    moe_ranks = eep * plan.expert_tp
+    if (plan.tp * plan.cp * dp) % moe_ranks:
+        raise bad("ep", plan.ep, f"ep*etp = {moe_ranks} does not divide tp*cp*dp = {plan.tp * plan.cp * dp}",
+                  "ep*etp dividing tp*cp*dp")
+    if plan.routing == "grouped" and not model.expert_groups:
+        raise bad("routing", "grouped", "the model has no expert groups", "balanced, uniform, zipf, dirichlet, histogram")
+    if plan.routing == "grouped" and model.top_k % model.expert_groups:
+        raise bad("routing", "grouped", f"top_k ({model.top_k}) not divisible by expert_groups ({model.expert_groups})")
+    if plan.routing == "histogram" and not plan.routing_histogram:
+        raise bad("routing_histogram", None, "routing=histogram needs routing_histogram=PATH")
+    return plan
