@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def run_simulation(model: str, hardware: str, plan: str | dict, devices: int, seq_len: int, global_batch: int,
-                   flop_convention: str = "npusim", **plan_fields):
+                   flop_convention: str = "npusim", keep_timeline: bool = False, **plan_fields):
     """Load presets by name or path, parse the plan, and simulate one training step."""
     from npusim.config.hardware import load_profile
     from npusim.config.model import load_model
@@ -15,7 +15,7 @@ def run_simulation(model: str, hardware: str, plan: str | dict, devices: int, se
     fields.update(plan_fields)
     return simulate(load_model(model), load_profile(hardware), make_plan(fields),
                     TrainWorkload(seq_len=seq_len, global_batch=global_batch), devices,
-                    flop_convention=flop_convention)
+                    flop_convention=flop_convention, keep_timeline=keep_timeline)
 
 
 def default_serving_plan(model, devices: int) -> dict:

@@ -33,6 +33,8 @@ def register(sub) -> None:
     serve.add_argument("--denoise-steps", type=int, default=0, help="block decoding: forward passes per block")
     p.add_argument("--flop-convention", choices=["npusim", "megatron", "palm"], default="npusim",
                    help="MFU numerator: npusim (causal attention halved), megatron (Korthikanti Eq. 7), palm")
+    p.add_argument("--trace", default=None, metavar="FILE.json",
+                   help="also write the simulated step as a Chrome trace (Perfetto / chrome://tracing)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -54,7 +56,11 @@ def run(args) -> int:
     if args.recompute is not None:
         fields["recompute"] = args.recompute
     res = run_simulation(args.model, args.hardware, args.plan, args.devices, args.seq_len, args.global_batch,
-                         flop_convention=args.flop_convention, **fields)
+                         flop_convention=args.flop_convention, keep_timeline=bool(args.trace), **fields)
+    if args.trace:
+        from npusim.report.chrome_trace import write_chrome_trace
+
+        write_chrome_trace(res, args.trace, hardware=args.hardware)
     _print(res, args.json)
     return 0
 
@@ -62,7 +68,11 @@ def run(args) -> int:
 def _run_serving(args) -> int:
     """Simulate a prefill or decode step."""
     from npusim.api import run_serving
+    from npusim.config.errors import ConfigError
 
+    if args.trace:
+        raise ConfigError("--trace", "trace", args.trace, "timelines are written for training steps only",
+                          "--workload train")
     devices = args.devices or 8
     res = run_serving(args.model, args.hardware, args.plan, devices, args.workload, batch=args.batch or devices,
                       input_len=args.input_len, output_len=args.output_len, draft_tokens=args.draft_tokens,
