@@ -91,6 +91,8 @@ def fit_grouped(hw, rows: list[dict], src: str, base) -> dict:
     from npusim.workload.layers import gemm
 
     sel = [r for r in rows if r.get("impl", "grouped_mm") == "grouped_mm"]
+    if not sel:  # no fused grouped kernel on this device: fit the per-expert loop timings
+        sel = [{**r, "ms": r.get("loop_ms") or r["ms"]} for r in rows]
     ops = [gemm("expert_fc", int(_num(r, "tokens_per_expert", src)), int(_num(r, "N", src)), int(_num(r, "K", src)),
                 groups=int(_num(r, "experts", src))) for r in sel]
     t = np.array([_num(r, "ms", src) for r in sel]) * 1e-3
