@@ -4,12 +4,12 @@ from __future__ import annotations
 from npusim.config.plan import resolve_plan
 from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
-from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
+from npusim.cost.memory import chunk_params, state_bytes
 from npusim.cost.passes import PART_NAMES
+from npusim.engine.layout import SPLIT_SCHEDULES, pipeline_layout
 from npusim.engine.pipeline import simulate_pipeline
-from npusim.engine.schedules import peak_in_flight_total, schedule_orders
 from npusim.engine.step import (StepInputs, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time,
-                                stage_costs)
+                                chunk_activation_bytes, stage_costs, weight_grad_bytes)
 from npusim.flops import flops_per_token
 from npusim.result import Result
 from npusim.workload.passes import chunk_specs
@@ -27,23 +27,13 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
     specs = chunk_specs(model, plan.pp, plan.vpp)
     cache: dict = {}
     load = moe_load(inp, places)
-    stages = stage_costs(inp, specs, places, cache, load)
+    schedule = plan.pipeline_schedule
+    layout = pipeline_layout(schedule, plan.pp, plan.vpp)
+    stages = stage_costs(inp, specs, places, cache, load, split_backward=schedule in SPLIT_SCHEDULES)
     m = inp.micro_batches
-    traces = simulate_pipeline(stages, plan.pp, plan.vpp, m, plan.pipeline_schedule, keep_timeline)
+    traces = simulate_pipeline(stages, plan.pp, plan.vpp, m, schedule, keep_timeline)
 
-    reduce = [dp_reduce_time(inp, s, places) for s in specs]
-    ends = []
-    for r, tr in enumerate(traces):
-        chunk_red = {c: reduce[c * plan.pp + r][0] for c in range(plan.vpp)}
-        gather = sum(reduce[c * plan.pp + r][1] for c in range(plan.vpp))
-        tail = dp_tail(tr, chunk_red, plan.overlap_grad_reduce)
-        # ZeRO-1/2 parameter all-gather: overlapped with the next step's forward when enabled, except
-        # its first bucket; otherwise exposed after the optimizer step.
-        gather_exposed = gather / (8.0 * plan.vpp) if plan.overlap_param_gather else gather
-        dense = sum(chunk_params(model, plan, specs[c * plan.pp + r]).dense for c in range(plan.vpp))
-        expert = sum(chunk_params(model, plan, specs[c * plan.pp + r]).expert for c in range(plan.vpp))
-        opt = optimizer_time(inp, dense, expert, places)
-        ends.append((tr.finish_s + tail + opt + gather_exposed, r, tail + gather_exposed, opt))
+    ends = _rank_ends(inp, traces, layout, specs, places)
     step_s = max(e[0] for e in ends)
     # Explain the step from the busiest rank (the bottleneck stage): its own waits are bubble, and
     # so is the time it idles while other ranks drain the pipeline.
@@ -65,13 +55,13 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
     mf_tok = flops_per_token(model, workload.seq_len, flop_convention)
     peak = hardware.matrix_peak_flops(matrix_dtype(hardware, plan.precision))
     hw_flops = _hardware_flops(stages, specs, plan, m)
-    mem = _memory(model, hardware, plan, specs, make_shard(model, plan, workload.seq_len), places, m,
-                  load.max_over_mean)
+    mem = _rank_memory(inp, layout, [tr.live for tr in traces], specs, make_shard(model, plan, workload.seq_len),
+                       places, load.max_over_mean)
     peak_mem = max(v["total"] for v in mem)
     worst = max(mem, key=lambda v: v["total"])
     config = {"model": model.model_dump(mode="json"), "hardware": hardware.name, "devices": devices,
               "plan": plan.model_dump(mode="json"), "workload": workload.model_dump(mode="json"),
-              "micro_batches": m, "schedule": plan.pipeline_schedule}
+              "micro_batches": m, "schedule": schedule}
     return Result(
         step_time_s=step_s, breakdown_s=breakdown, tokens_per_s=tps, tokens_per_s_per_device=tps / devices,
         mfu=mf_tok * tps / (devices * peak), hfu=hw_flops / (step_s * peak), model_flops_per_token=mf_tok,
@@ -80,7 +70,8 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
         timeline=[(r, e) for r, t in enumerate(traces) for e in t.events] if keep_timeline else [],
         extra={"critical_rank": crit, "pipeline_ranks": plan.pp, "flop_convention": flop_convention,
                "moe_load_max_over_mean": load.max_over_mean, "moe_imbalance_score": load.imbalance_score,
-               "moe_dropped_fraction": load.dropped_fraction})
+               "moe_dropped_fraction": load.dropped_fraction,
+               **_schedule_extra(traces, ends, step_s, crit, breakdown, layout, mem)})
 
 
 def _hardware_flops(stages, specs, plan, m: int) -> float:
@@ -88,27 +79,79 @@ def _hardware_flops(stages, specs, plan, m: int) -> float:
     return sum(s.hw_flops for s in stages) * m / plan.pp
 
 
+def _rank_ends(inp, traces, layout, specs, places) -> list[tuple[float, int, float, float]]:
+    """Per rank: (end of step, rank, DP tail + exposed ZeRO gather, optimizer) after its pipeline work."""
+    model, plan = inp.model, inp.plan
+    reduce = [dp_reduce_time(inp, s, places) for s in specs]
+    ends = []
+    for r, tr in enumerate(traces):
+        mine = layout.rank_chunks[r]
+        chunk_red = {c: reduce[s][0] for c, s in enumerate(mine)}
+        gather = sum(reduce[s][1] for s in mine)
+        tail = dp_tail(tr, chunk_red, plan.overlap_grad_reduce)
+        # ZeRO-1/2 parameter all-gather: overlapped with the next step's forward when enabled, except
+        # its first bucket; otherwise exposed after the optimizer step.
+        gather_exposed = gather / (8.0 * len(mine)) if plan.overlap_param_gather else gather
+        dense = sum(chunk_params(model, plan, specs[s]).dense for s in mine)
+        expert = sum(chunk_params(model, plan, specs[s]).expert for s in mine)
+        opt = optimizer_time(inp, dense, expert, places)
+        ends.append((tr.finish_s + tail + opt + gather_exposed, r, tail + gather_exposed, opt))
+    return ends
+
+
+def _schedule_extra(traces, ends, step_s: float, crit: int, breakdown: dict, layout, mem) -> dict:
+    """What the schedule did: bubble and in-flight activations per rank, hidden vs exposed comm."""
+    hidden = traces[crit].hidden_comm_s
+    return {
+        "bubble_s": breakdown["bubble"],
+        "bubble_per_rank_s": [tr.bubble_s + step_s - e[0] for tr, e in zip(traces, ends)],
+        "in_flight_per_rank": [tr.peak_in_flight for tr in traces],
+        "pending_weight_grads_per_rank": [tr.peak_pending_weight for tr in traces],
+        "activations_GB_per_rank": [row["activations"] / 1e9 for row in mem],
+        "memory_GB_per_rank": [row["total"] / 1e9 for row in mem],
+        "parameter_copies": layout.copies,
+        "hidden_comm_s": sum(hidden.values()),
+        "hidden_comm_by_part_s": dict(sorted(hidden.items())),
+        "exposed_comm_s": sum(v for k, v in breakdown.items() if k.endswith("_comm")),
+    }
+
+
 def _memory(model, hw, plan, specs, sh, places, m: int, load_factor: float = 1.0) -> list[dict[str, float]]:
-    """Memory (bytes) of each pipeline rank: states plus peak in-flight activations (MoE layers
-    sized for the busiest device of the EP group)."""
+    """Memory (bytes) of each pipeline rank, with the held activations read off the schedule's
+    orders (``schedule_orders``; zero-bubble schedules as they run with equal unit times)."""
+    from npusim.engine.schedules import live_counts, schedule_orders
+
+    layout = pipeline_layout(plan.pipeline_schedule, plan.pp, plan.vpp)
+    orders = schedule_orders(plan.pipeline_schedule, plan.pp, plan.vpp, m)
+    lives = [live_counts(o, len(layout.rank_chunks[r])) for r, o in enumerate(orders)]
+    inp = StepInputs(model, hw, plan, sh.seq_len, 0, 0)
+    return _rank_memory(inp, layout, lives, specs, sh, places, load_factor)
+
+
+def _rank_memory(inp, layout, lives, specs, sh, places, load_factor: float = 1.0) -> list[dict[str, float]]:
+    """Memory (bytes) of each pipeline rank: states of the stages it holds plus its peak of held
+    activations (MoE layers sized for the busiest device of the EP group): a micro-batch's chunk
+    activations from its F to its B, and its weight-gradient inputs from B to W when W is deferred.
+    ``lives``: per rank, the held counts (``RankTrace.live``)."""
+    model, plan = inp.model, inp.plan
     out = []
     dp_shard, edp_shard = places["dp_cp"].size, places["edp"].size
-    orders = schedule_orders(plan.pipeline_schedule, plan.pp, plan.vpp, m)
-    for r in range(plan.pp):
+    w_bytes: dict[int, float] = {}
+    for r, live in enumerate(lives):
+        mine = layout.rank_chunks[r]
         dense = expert = 0.0
-        weight = {}
-        for c in range(plan.vpp):
-            spec = specs[c * plan.pp + r]
+        act, wgt = [], []
+        for s in mine:
+            spec = specs[s]
             p = chunk_params(model, plan, spec)
             dense, expert = dense + p.dense, expert + p.expert
-            act = spec.dense_layers * activation_bytes_per_layer(model, plan, sh, False) if spec.dense_layers else 0.0
-            if spec.moe_layers:
-                act += spec.moe_layers * activation_bytes_per_layer(model, plan, sh, True, load_factor)
-            if spec.head:
-                act += sh.tokens * model.vocab / plan.tp * 4.0  # fp32 logits for the loss
-            weight[c] = act
+            act.append(chunk_activation_bytes(model, plan, spec, sh, load_factor))
+            if s not in w_bytes and any(any(v[len(mine):]) for v in live):
+                w_bytes[s] = weight_grad_bytes(inp, spec, load_factor)
+            wgt.append(w_bytes.get(s, 0.0))
         states = state_bytes(plan, dense, expert, dp_shard, edp_shard)
-        acts = peak_in_flight_total(orders[r], weight)
+        n = len(mine)
+        acts = max((sum(act[c] * v[c] + wgt[c] * v[n + c] for c in range(n)) for v in live), default=0.0)
         row = dict(states, activations=acts)
         row["total"] = sum(row.values())
         out.append(row)

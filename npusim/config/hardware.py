@@ -123,7 +123,13 @@ class EfficiencyModel(_Strict):
     collective_launch_us: float = Field(0.0, ge=0)
     """Fixed cost of one collective call (launch, synchronisation), on top of link latency."""
     overlap_compute_slowdown: float = Field(0.0, ge=0, lt=1)
-    """Fraction by which compute slows while a collective runs concurrently on the same device."""
+    """Fraction by which compute (matrix-unit work) slows while a collective runs concurrently on
+    the same device."""
+    overlap_vector_slowdown: float = Field(0.0, ge=0, lt=1)
+    """Fraction by which vector- and memory-bound kernels slow while a collective runs concurrently
+    (collectives that run on vector cores or SMs and use HBM bandwidth hit these hardest)."""
+    overlap_comm_slowdown: float = Field(0.0, ge=0, lt=1)
+    """Fraction by which a collective slows while compute runs concurrently on the same device."""
     source: str
     """How these numbers were obtained: measurement, fit (with command), or physical argument."""
 

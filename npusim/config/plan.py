@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from npusim.config.errors import ConfigError
 
 Recompute = Literal["none", "selective", "full"]
-Schedule = Literal["1f1b", "interleaved"]
+Schedule = Literal["1f1b", "interleaved", "zb-h1", "zb-v", "dualpipe", "dualpipev"]
 
 
 class ParallelPlan(BaseModel):
@@ -40,7 +40,10 @@ class ParallelPlan(BaseModel):
     micro_batch: PositiveInt = 1
     """Sequences per micro-batch per data-parallel rank."""
     schedule: Schedule | None = None
-    """Pipeline schedule (None = interleaved when vpp > 1, else 1f1b)."""
+    """Pipeline schedule (None = interleaved when vpp > 1, else 1f1b): 1f1b, interleaved (vpp
+    chunks), zb-h1 (zero bubble, 1F1B memory), zb-v (zero bubble, V-shaped, vpp=2), dualpipe
+    (bidirectional, 2x parameters, even pp) or dualpipev (V-shaped DualPipe, vpp=2);
+    docs/schedules.md."""
     precision: Literal["bf16", "fp16", "fp8", "int8"] = "bf16"
     """GEMM precision."""
     master_weights: Literal["fp32", "none"] = "fp32"
@@ -188,11 +191,12 @@ def resolve_plan(plan: ParallelPlan, model, devices: int, global_batch: int, seq
         raise bad("global_batch", global_batch, f"not divisible by micro_batch*dp = {per_step}",
                   f"a multiple of {per_step}")
     m = global_batch // per_step
-    units = 2 * m * plan.pp * plan.vpp
+    units = (3 if plan.pipeline_schedule in ("zb-h1", "zb-v", "dualpipe", "dualpipev") else 2) * m * plan.pp * plan.vpp
     if units > MAX_PIPELINE_UNITS:
         raise bad("global_batch", global_batch,
                   f"{m:,} micro-batches x {plan.pp * plan.vpp} chunks = {units:,} pipeline units to simulate",
                   f"<= {MAX_PIPELINE_UNITS:,} (raise micro_batch or dp)")
+    _check_schedule(plan, m, global_batch, per_step, bad)
     if plan.pipeline_schedule == "interleaved" and plan.pp > 1 and m % plan.pp:
         raise bad("global_batch", global_batch,
                   f"interleaved schedule needs micro-batches ({m}) divisible by pp ({plan.pp})",
@@ -226,3 +230,24 @@ def _check_moe(plan: ParallelPlan, model, dp: int, bad) -> ParallelPlan:
     if plan.routing == "histogram" and not plan.routing_histogram:
         raise bad("routing_histogram", None, "routing=histogram needs routing_histogram=PATH")
     return plan
+
+
+def _check_schedule(plan: ParallelPlan, m: int, global_batch: int, per_step: int, bad) -> None:
+    """Raise ConfigError when the schedule cannot run this plan's ``m`` micro-batches
+    (``per_step`` sequences each)."""
+    sched = plan.pipeline_schedule
+    if sched == "zb-h1" and plan.vpp != 1:
+        raise bad("vpp", plan.vpp, "zb-h1 runs one chunk per rank", "vpp=1 (zb-v for two chunks)")
+    if sched in ("zb-v", "dualpipev") and plan.vpp != 2:
+        raise bad("vpp", plan.vpp, f"{sched} places two chunks per rank in a V", "vpp=2")
+    if sched == "dualpipe":
+        if plan.vpp != 1:
+            raise bad("vpp", plan.vpp, "dualpipe holds one stage of each direction per rank", "vpp=1 (dualpipev for a V)")
+        if plan.pp % 2:
+            raise bad("pp", plan.pp, "dualpipe needs an even number of pipeline ranks", "an even pp")
+        if m % 2:
+            raise bad("global_batch", global_batch, f"dualpipe splits the micro-batches ({m}) between its two directions",
+                      f"global_batch a multiple of {2 * per_step}")
+    if sched in ("dualpipe", "dualpipev") and m < 2 * plan.pp:
+        raise bad("global_batch", global_batch, f"{sched} needs at least 2*pp = {2 * plan.pp} micro-batches, got {m}",
+                  f"global_batch >= {2 * plan.pp * per_step}")

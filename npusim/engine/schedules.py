@@ -1,7 +1,16 @@
-"""Pipeline schedules as per-rank orders of work units ('F' or 'B', local chunk, micro-batch)."""
+"""Pipeline schedules as per-rank orders of work units.
+
+A unit is (kind, local chunk, micro-batch) with kind 'F' (forward), 'B' (backward: the input
+gradient; a full backward unless the order also holds the unit's 'W') or 'W' (deferred weight
+gradient), or ('FB', chunk, micro-batch, chunk, micro-batch): a forward and a backward run as one
+overlapped unit. Which stage a local chunk is depends on the schedule (``npusim.engine.layout``).
+"""
 from __future__ import annotations
 
-Unit = tuple[str, int, int]
+from npusim.engine.dualpipe import dualpipe, dualpipev
+from npusim.engine.layout import GREEDY_SCHEDULES
+
+Unit = tuple
 
 
 def one_f_one_b(rank: int, pp: int, m: int) -> list[Unit]:
@@ -23,10 +32,12 @@ def interleaved(rank: int, pp: int, vpp: int, m: int) -> list[Unit]:
     group = pp * vpp
 
     def chunk(k: int, forward: bool) -> int:
+        """Local chunk of the k-th forward or backward."""
         c = (k % group) // pp
         return c if forward else vpp - 1 - c
 
     def mb(k: int) -> int:
+        """Micro-batch of the k-th forward or backward."""
         return (k // group) * pp + k % pp
 
     warmup = min((pp - rank - 1) * 2 + (vpp - 1) * pp, total)
@@ -39,31 +50,85 @@ def interleaved(rank: int, pp: int, vpp: int, m: int) -> list[Unit]:
 
 
 def schedule_orders(name: str, pp: int, vpp: int, m: int) -> list[list[Unit]]:
-    """Per-rank unit orders of a named schedule ('forward' = inference: forwards only, in order)."""
+    """Per-rank unit orders of a named schedule ('forward' = inference: forwards only, in order).
+
+    Zero-bubble schedules decide their order at run time; here they are the orders they take with
+    equal F, B and W times and no p2p latency.
+    """
     if name == "interleaved" and vpp > 1:
         return [interleaved(r, pp, vpp, m) for r in range(pp)]
     if name in ("1f1b", "interleaved"):
         return [one_f_one_b(r, pp, m) for r in range(pp)]
     if name == "forward":
         return [[("F", c, i) for i in range(m) for c in range(vpp)] for _ in range(pp)]
+    if name == "dualpipe":
+        return [dualpipe(r, pp, m) for r in range(pp)]
+    if name == "dualpipev":
+        return [dualpipev(r, pp, m) for r in range(pp)]
+    if name in GREEDY_SCHEDULES:
+        return _greedy_orders(name, pp, vpp, m)
     raise ValueError(f"unknown schedule {name!r}")
 
 
+def _greedy_orders(name: str, pp: int, vpp: int, m: int) -> list[list[Unit]]:
+    """Orders a run-time schedule takes with unit F, B and W times."""
+    from npusim.engine.layout import pipeline_layout
+    from npusim.engine.pipeline import StageCost, simulate_pipeline
+
+    one = {"compute": 1.0}
+    n = pipeline_layout(name, pp, vpp).stages
+    stages = [StageCost(one, {"compute": 2.0}, 0.0, backward_input=one, backward_weight=one)] * n
+    traces = simulate_pipeline(stages, pp, vpp, m, name, keep_events=True)
+    lay = pipeline_layout(name, pp, vpp)
+    return [[(k, lay.chunk_of(r, s), i) for k, s, i, _, _ in tr.events] for r, tr in enumerate(traces)]
+
+
+def _released(order: list[Unit]) -> set[tuple[int, int]]:
+    """(chunk, micro-batch) of the units whose weight gradient is deferred to a W."""
+    return {(u[1], u[2]) for u in order if u[0] == "W"}
+
+
+def live_counts(order: list[Unit], chunks: int) -> list[tuple[int, ...]]:
+    """After every unit that can raise memory: per chunk, micro-batches waiting for their B, then
+    per chunk those whose W is pending."""
+    split = _released(order)
+    fb, bw = [0] * chunks, [0] * chunks
+    out = []
+
+    def backward(c: int, i: int) -> None:
+        """Count the input gradient of (c, i)."""
+        fb[c] -= 1
+        if (c, i) in split:
+            bw[c] += 1
+            out.append((*fb, *bw))
+
+    for u in order:
+        kind = u[0]
+        if kind in ("F", "FB"):
+            fb[u[1]] += 1
+            out.append((*fb, *bw))
+        if kind == "B":
+            backward(u[1], u[2])
+        elif kind == "FB":
+            backward(u[3], u[4])
+        elif kind == "W":
+            bw[u[1]] -= 1
+    return out
+
+
 def peak_in_flight(order: list[Unit]) -> dict[int, int]:
-    """Most micro-batches whose activations a rank holds at once, per local chunk."""
-    live: dict[int, int] = {}
-    peak: dict[int, int] = {}
-    for kind, c, _ in order:
-        live[c] = live.get(c, 0) + (1 if kind == "F" else -1)
-        peak[c] = max(peak.get(c, 0), live[c])
-    return peak
+    """Most micro-batches whose activations a rank holds at once (forward done, B not), per local chunk."""
+    chunks = 1 + max(c for u in order for c in (u[1::2] if u[0] == "FB" else u[1:2]))
+    live = live_counts(order, chunks)
+    return {c: max((v[c] for v in live), default=0) for c in range(chunks)}
 
 
-def peak_in_flight_total(order: list[Unit], weight: dict[int, float]) -> float:
-    """Peak of the summed activation weight over chunks held at once (weight per chunk)."""
-    live = cur = best = 0.0
-    for kind, c, _ in order:
-        cur += weight[c] if kind == "F" else -weight[c]
-        best = max(best, cur)
-    del live
+def peak_in_flight_total(order: list[Unit], weight: dict[int, float], w_weight: dict[int, float] | None = None) -> float:
+    """Peak of the summed activation weight held at once: ``weight`` per chunk per micro-batch
+    waiting for its B, ``w_weight`` per chunk per micro-batch whose W is pending."""
+    chunks = len(weight)
+    ww = w_weight or {c: 0.0 for c in weight}
+    best = 0.0
+    for v in live_counts(order, chunks):
+        best = max(best, sum(weight[c] * v[c] + ww[c] * v[chunks + c] for c in range(chunks)))
     return best

@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from npusim.cost.collectives import collective_time
-from npusim.cost.compute import memory_efficiency
-from npusim.cost.memory import (chunk_params, grad_bytes_per_param)
+from npusim.cost.compute import memory_efficiency, op_time
+from npusim.cost.memory import activation_bytes_per_layer, chunk_params, grad_bytes_per_param
 from npusim.cost.passes import pass_parts
+from npusim.engine.overlap import Interference
 from npusim.engine.pipeline import StageCost
 from npusim.workload.layers import ACT_BYTES, Shard
 from npusim.workload.ops import Comm, Op, Pass
@@ -97,29 +98,108 @@ def fp8_casts(ops) -> list:
     return out
 
 
-def stage_costs(inp: StepInputs, specs, places, cache: dict, load: LoadStats | None = None) -> list[StageCost]:
-    """Per-virtual-stage forward/backward parts and p2p time. With an imbalanced router the busiest
-    device sets the time; its excess over the balanced time is the ``imbalance`` part."""
+def stage_costs(inp: StepInputs, specs, places, cache: dict, load: LoadStats | None = None,
+                split_backward: bool = False) -> list[StageCost]:
+    """Per-stage forward/backward parts and p2p time. With an imbalanced router the busiest device
+    sets the time; its excess over the balanced time is the ``imbalance`` part. ``split_backward``
+    also costs the backward's input-gradient and weight-gradient parts apart (zero-bubble and
+    DualPipe schedules)."""
     load = load or LoadStats(1.0, 1.0, 0.0, 0.0)
     sh = make_shard(inp.model, inp.plan, inp.seq_len, places["ep"].domains, load.dropped_fraction)
     p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, sh.tokens * inp.model.hidden * ACT_BYTES / inp.plan.tp)
     p2p_s = collective_time(p2p, places["pp"], inp.hw) if inp.plan.pp > 1 else 0.0
+    inter = interference(inp.hw)
     by_sig: dict[tuple, StageCost] = {}
     out = []
     for spec in specs:
         sig = (spec.dense_layers, spec.moe_layers, spec.embedding, spec.head, spec.mtp)
         if sig not in by_sig:
             fwd, bwd = chunk_passes(inp, sh, spec)
+            loaded = chunk_passes(inp, sh, spec, load.max_over_mean) if spec.moe_layers and load.max_over_mean != 1.0 else None
             flops = sum(o.flops for o in fwd.ops + bwd.ops if o.kind in ("gemm", "grouped_gemm", "attention"))
-            f_parts = pass_parts(fwd, inp.hw, inp.plan, places, cache)
-            b_parts = pass_parts(bwd, inp.hw, inp.plan, places, cache)
-            if spec.moe_layers and load.max_over_mean != 1.0:
-                fwd_x, bwd_x = chunk_passes(inp, sh, spec, load.max_over_mean)
-                f_parts["imbalance"] = max(0.0, sum(pass_parts(fwd_x, inp.hw, inp.plan, places, cache).values()) - sum(f_parts.values()))
-                b_parts["imbalance"] = max(0.0, sum(pass_parts(bwd_x, inp.hw, inp.plan, places, cache).values()) - sum(b_parts.values()))
-            by_sig[sig] = StageCost(f_parts, b_parts, p2p_s, flops)
+            f_parts = _parts(fwd, loaded and loaded[0], inp, places, cache)
+            b_parts = _parts(bwd, loaded and loaded[1], inp, places, cache)
+            hidden = {"F": hidden_comm(fwd, f_parts, inp.hw, places, cache),
+                      "B": hidden_comm(bwd, b_parts, inp.hw, places, cache)}
+            extra = {}
+            if split_backward:
+                bi, bw = split_weight_grad(bwd)
+                bi_x, bw_x = split_weight_grad(loaded[1]) if loaded else (None, None)
+                extra = {"backward_input": _parts(bi, bi_x, inp, places, cache),
+                         "backward_weight": _parts(bw, bw_x, inp, places, cache)}
+                hidden["Bi"] = hidden_comm(bi, extra["backward_input"], inp.hw, places, cache)
+            by_sig[sig] = StageCost(f_parts, b_parts, p2p_s, flops, matrix_fraction=matrix_fraction(fwd, bwd, inp, cache),
+                                    interference=inter, hidden_s=hidden, **extra)
         out.append(by_sig[sig])
     return out
+
+
+def _parts(p: Pass, loaded: Pass | None, inp: StepInputs, places, cache: dict) -> dict[str, float]:
+    """Named parts of a pass; with the busiest device's pass, its excess time as ``imbalance``."""
+    parts = pass_parts(p, inp.hw, inp.plan, places, cache)
+    if loaded is not None:
+        busiest = sum(pass_parts(loaded, inp.hw, inp.plan, places, cache).values())
+        parts["imbalance"] = max(0.0, busiest - sum(parts.values()))
+    return parts
+
+
+def split_weight_grad(bwd: Pass) -> tuple[Pass, Pass]:
+    """(input-gradient pass, weight-gradient pass) of a backward pass: the weight-gradient GEMMs
+    (and their FP8 casts) form W; everything else, collectives included, is B."""
+    w = [o for o in bwd.ops if "_wgrad" in o.name]
+    return Pass([o for o in bwd.ops if "_wgrad" not in o.name], list(bwd.comms)), Pass(w, [])
+
+
+def weight_grad_bytes(inp: StepInputs, spec, load_factor: float = 1.0) -> float:
+    """Bytes one micro-batch of a chunk keeps from its B until its W: each weight-gradient GEMM's
+    input activation and output gradient (plan dependent)."""
+    _, bwd = chunk_passes(inp, make_shard(inp.model, inp.plan, inp.seq_len), spec, load_factor)
+    _, w = split_weight_grad(bwd)
+    return sum(o.groups * o.k * (o.m + o.n) * ACT_BYTES for o in w.ops if o.kind in ("gemm", "grouped_gemm"))
+
+
+def chunk_activation_bytes(model, plan, spec, sh: Shard, load_factor: float = 1.0) -> float:
+    """Activation bytes one micro-batch leaves in a chunk for its backward (plan dependent; routed
+    expert activations sized for a device with ``load_factor`` x the mean load)."""
+    act = spec.dense_layers * activation_bytes_per_layer(model, plan, sh, False) if spec.dense_layers else 0.0
+    if spec.moe_layers:
+        act += spec.moe_layers * activation_bytes_per_layer(model, plan, sh, True, load_factor)
+    if spec.head:
+        act += sh.tokens * model.vocab / plan.tp * 4.0  # fp32 logits for the loss
+    return act
+
+
+def hidden_comm(p: Pass, parts: dict[str, float], hw, places, cache: dict) -> dict[str, float]:
+    """Seconds of each kind of communication of a pass hidden behind its compute (all of it minus
+    the exposed part ``pass_parts`` reports)."""
+    raw: dict[str, float] = {}
+    for c in p.comms:
+        key = ("comm", c, places[c.group])
+        t = cache.get(key)
+        if t is None:
+            t = cache[key] = collective_time(c, places[c.group], hw)
+        raw[f"{c.kind}_comm"] = raw.get(f"{c.kind}_comm", 0.0) + t
+    return {k: v - parts.get(k, 0.0) for k, v in raw.items() if v - parts.get(k, 0.0) > 1e-12}
+
+
+def matrix_fraction(fwd: Pass, bwd: Pass, inp: StepInputs, cache: dict) -> float:
+    """Share of a chunk's kernel time spent on the matrix unit (GEMMs and attention)."""
+    mat = tot = 0.0
+    for op in fwd.ops + bwd.ops:
+        key = ("op", op)
+        t = cache.get(key)
+        if t is None:
+            t = cache[key] = op_time(op, inp.hw, inp.plan.precision)
+        tot += t
+        if op.kind in ("gemm", "grouped_gemm", "attention"):
+            mat += t
+    return mat / tot if tot > 0 else 1.0
+
+
+def interference(hw) -> Interference:
+    """The profile's slowdowns while communication and computation overlap."""
+    d = hw.derating
+    return Interference(d.overlap_compute_slowdown, d.overlap_vector_slowdown, d.overlap_comm_slowdown)
 
 
 def dp_reduce_time(inp: StepInputs, spec, places) -> tuple[float, float]:
