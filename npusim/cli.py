@@ -10,7 +10,7 @@ import sys
 
 from npusim.cli_util import Parser
 
-COMMANDS = ["simulate", "validate", "calibrate", "catalog"]
+COMMANDS = ["simulate", "validate", "calibrate", "catalog", "plot", "trace", "moe", "sweep", "plan", "microbench", "compare"]
 
 
 def build_parser() -> Parser:

@@ -1,0 +1,1 @@
+"""Sweeps and capacity planning: spec, search space, fast and full tiers, executors, ranking."""

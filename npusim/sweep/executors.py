@@ -1,0 +1,132 @@
+"""Where batches run: in this process, a local process pool (default), or a Ray cluster.
+
+Each executor maps ``fn(ctx, batch) -> rows`` over batches and yields ``(batch_number, rows)`` as
+batches finish, so the caller can write each one to disk at once (and resume after a kill).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Iterator
+
+
+def default_workers() -> int:
+    """Worker processes of the local pool: every core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class SerialExecutor:
+    """Runs batches one after another in this process (``--workers 1``; tests, profiling)."""
+
+    name = "serial"
+
+    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]]) -> Iterator[tuple[int, list]]:
+        """Yield (batch number, rows) in order."""
+        for n, batch in batches:
+            yield n, fn(ctx, batch)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class LocalExecutor:
+    """A ``concurrent.futures`` process pool of ``workers`` processes."""
+
+    name = "local"
+
+    def __init__(self, workers: int):
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(max_workers=workers)
+
+    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]]) -> Iterator[tuple[int, list]]:
+        """Submit a bounded window of batches and yield each as it completes."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        todo = iter(batches)
+        running: dict = {}
+
+        def top_up() -> None:
+            """Submit batches until two per worker are in flight."""
+            while len(running) < 2 * self.workers:
+                item = next(todo, None)
+                if item is None:
+                    return
+                running[self.pool.submit(fn, ctx, item[1])] = item[0]
+
+        top_up()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: running[f]):
+                yield running.pop(fut), fut.result()
+            top_up()
+
+    def close(self) -> None:
+        """Shut the pool down."""
+        self.pool.shutdown(cancel_futures=True)
+
+
+class RayExecutor:
+    """Ray tasks: joins ``address`` (or an already initialised Ray), else starts a local cluster."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            from npusim.config.errors import ConfigError
+
+            raise ConfigError("--executor", "executor", "ray", "ray is not installed",
+                              "pip install 'npusim[ray]', or --executor local") from None
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            kwargs = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
+            ray.init(log_to_driver=False, configure_logging=False, **kwargs)
+            self.started = True
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._remote = ray.remote(_call)
+
+    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]]) -> Iterator[tuple[int, list]]:
+        """Keep about two tasks per CPU in flight; yield each batch as it finishes."""
+        ray = self.ray
+        ctx_ref = ray.put(ctx)
+        todo = iter(batches)
+        running: dict = {}
+
+        def top_up() -> None:
+            """Submit tasks until two per CPU are in flight."""
+            while len(running) < 2 * self.workers:
+                item = next(todo, None)
+                if item is None:
+                    return
+                running[self._remote.remote(fn, ctx_ref, item[1])] = item[0]
+
+        top_up()
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                yield running.pop(ref), ray.get(ref)
+            top_up()
+
+    def close(self) -> None:
+        """Shut Ray down if this executor started it."""
+        if self.started:
+            self.ray.shutdown()
+
+
+def _call(fn: Callable, ctx: dict, batch: list) -> list:
+    """Run one batch (the Ray task body)."""
+    return fn(ctx, batch)
+
+
+def make_executor(kind: str, workers: int | None = None, address: str | None = None):
+    """The executor for ``--executor`` and ``--workers``."""
+    if kind == "ray":
+        return RayExecutor(address, workers)
+    n = workers or default_workers()
+    return SerialExecutor() if n <= 1 else LocalExecutor(n)

@@ -1,0 +1,309 @@
+"""The fast tier: one training step in closed form, for ranking thousands of sweep points.
+
+It reuses the core's lowering and costs (``resolve_plan``, ``placements``, ``chunk_specs``, stage
+costs equal to ``stage_costs``', ``moe_load``, ``dp_reduce_time``, ``optimizer_time``, ``dp_tail``,
+the memory model of ``npusim.simulate``) and replaces the SimPy pipeline by a closed form. With
+t_r the per-micro-batch (forward + backward) time of rank r, tau_c the slowest rank's time on
+chunk index c and pace = sum_c tau_c (= max_r t_r without interleaving):
+
+    finish  = m x (max_r t_r + a x (pace - max_r t_r)) + (sum_r t_r - max_r t_r) / vpp + 2 (pp - 1) x p2p
+    step    = max_r (finish - drain_r + DP tail_r + exposed ZeRO gather_r + optimizer_r)
+
+with a = min(1, pp / m) under interleaving (ranks move through the chunks in lock-step rounds of
+pp micro-batches; buffering dilutes the wait as rounds grow) and 0 otherwise, and drain_r the
+chunk-0 backwards (and hops) of the ranks before r, which finish after it. For uniform stages this
+is the textbook m t + (pp - 1) t / vpp, and for 1F1B it is the exact bottleneck formula. Memory is
+exact: the peak of in-flight activations is read off the schedule's live-count vectors, which
+repeat with period pp x vpp in the steady state, so a schedule of min(m, 4 pp) micro-batches has
+the same peak. Everything that does not depend on the point is memoised in module-level dicts.
+"""
+from __future__ import annotations
+
+from npusim.config.plan import resolve_plan
+from npusim.cost.collectives import placements
+from npusim.cost.compute import matrix_dtype
+from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
+from npusim.cost.passes import PART_NAMES
+from npusim.engine.pipeline import RankTrace
+from npusim.engine.schedules import schedule_orders
+from npusim.engine.step import StepInputs, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time, routing_spec
+from npusim.flops import flops_per_token
+from npusim.sweep.lowered import oid, stage_cost, stage_prefix
+from npusim.workload.passes import chunk_specs
+
+CLOSED_FORM = ("1f1b", "interleaved")
+"""Schedules the closed form covers; others (zero-bubble, DualPipe...) fall back to the event simulation."""
+_PLACES: dict[tuple, dict] = {}
+_GROUPS: dict[tuple, list] = {}
+_LIVE: dict[tuple, list] = {}
+_LOAD: dict[tuple, object] = {}
+_PARAMS: dict[tuple, object] = {}
+_ACT: dict[tuple, float] = {}
+_REDUCE: dict[tuple, tuple] = {}
+_MFTOK: dict[tuple, float] = {}
+_MEMORY: dict[tuple, dict] = {}
+_PROFILE: dict[tuple, list] = {}
+
+
+def clear_caches() -> None:
+    """Drop every memo of the fast tier (and of the lowering it reuses)."""
+    from npusim.sweep import lowered
+
+    lowered.clear_caches()
+    for d in (_PLACES, _GROUPS, _LIVE, _LOAD, _PARAMS, _ACT, _REDUCE, _MFTOK, _MEMORY, _PROFILE):
+        d.clear()
+
+
+def _places(plan, hw) -> dict:
+    """Placements of the plan's groups (memoised on the degrees that set them)."""
+    key = (oid(hw), plan.tp, plan.cp, plan.dp, plan.expert_ep, plan.expert_tp)
+    hit = _PLACES.get(key)
+    if hit is None:
+        hit = _PLACES[key] = placements(plan, hw)
+    return hit
+
+
+def _sig(spec) -> tuple:
+    """What a chunk holds, as a hashable key."""
+    return (spec.dense_layers, spec.moe_layers, spec.embedding, spec.head, spec.mtp)
+
+
+def rank_groups(model, pp: int, vpp: int) -> list[tuple[tuple, list]]:
+    """Pipeline ranks grouped by the chunks they hold: [(chunk specs of the rank, ranks)], memoised."""
+    key = (oid(model), pp, vpp)
+    hit = _GROUPS.get(key)
+    if hit is not None:
+        return hit
+    specs = chunk_specs(model, pp, vpp)
+    by: dict[tuple, tuple] = {}
+    for r in range(pp):
+        mine = tuple(specs[c * pp + r] for c in range(vpp))
+        sig = tuple(_sig(s) for s in mine)
+        by.setdefault(sig, (mine, []))[1].append(r)
+    out = _GROUPS[key] = list(by.values())
+    return out
+
+
+def live_vectors(schedule: str, pp: int, vpp: int, m: int, ranks: tuple) -> list[tuple]:
+    """Non-dominated per-chunk counts of in-flight micro-batches over ``ranks`` (peaks of the schedule)."""
+    mm = min(m, 4 * pp)
+    key = (schedule, pp, vpp, mm, ranks)
+    hit = _LIVE.get(key)
+    if hit is not None:
+        return hit
+    orders = schedule_orders(schedule, pp, vpp, mm)
+    seen: set = set()
+    for r in ranks:
+        live = [0] * vpp
+        for kind, c, _ in orders[r]:
+            live[c] += 1 if kind == "F" else -1
+            if kind == "F":
+                seen.add(tuple(live))
+    vecs = [v for v in seen if not any(w != v and all(a >= b for a, b in zip(w, v)) for w in seen)]
+    out = _LIVE[key] = sorted(vecs)
+    return out
+
+
+def _load(inp: StepInputs, places):
+    """``moe_load`` memoised on the routing spec, model, EP size and tokens."""
+    plan = inp.plan
+    key = (oid(inp.model), routing_spec(plan), plan.expert_ep, plan.micro_batch, inp.seq_len, plan.cp, plan.tp)
+    hit = _LOAD.get(key)
+    if hit is None:
+        hit = _LOAD[key] = moe_load(inp, places)
+    return hit
+
+
+def _params(model, plan, spec):
+    """``chunk_params`` memoised on the degrees that split parameters."""
+    key = (oid(model), plan.tp, plan.expert_ep, plan.expert_tp, _sig(spec))
+    hit = _PARAMS.get(key)
+    if hit is None:
+        hit = _PARAMS[key] = chunk_params(model, plan, spec)
+    return hit
+
+
+def _act(model, plan, sh, moe: bool, load_factor: float) -> float:
+    """``activation_bytes_per_layer`` memoised on the plan fields it reads."""
+    key = (oid(model), plan.tp, plan.sp, plan.recompute, plan.flash_attention, sh.tokens, sh.seq_len, moe, load_factor)
+    hit = _ACT.get(key)
+    if hit is None:
+        hit = _ACT[key] = activation_bytes_per_layer(model, plan, sh, moe, load_factor)
+    return hit
+
+
+def memory(model, hw, plan, seq_len: int, places, m: int, load_factor: float = 1.0) -> dict[str, float]:
+    """Memory (bytes) of the busiest pipeline rank of a resolved plan, as ``npusim.simulate._memory``
+    (memoised: it depends on the micro-batch count only through min(m, 4 pp))."""
+    key = (oid(model), plan.pp, plan.vpp, plan.pipeline_schedule, min(m, 4 * plan.pp), plan.tp, plan.cp, plan.sp,
+           plan.expert_ep, plan.expert_tp, plan.recompute, plan.flash_attention, plan.micro_batch, seq_len,
+           plan.zero, plan.precision, plan.master_weights, places["dp_cp"].size, places["edp"].size, load_factor)
+    hit = _MEMORY.get(key)
+    if hit is None:
+        hit = _MEMORY[key] = _memory(model, plan, seq_len, places, m, load_factor)
+    return hit
+
+
+def _memory(model, plan, seq_len: int, places, m: int, load_factor: float) -> dict[str, float]:
+    """Memory of every rank group; the worst one."""
+    sh = make_shard(model, plan, seq_len)
+    dp_shard, edp_shard = places["dp_cp"].size, places["edp"].size
+    worst: dict[str, float] = {}
+    for specs, ranks in rank_groups(model, plan.pp, plan.vpp):
+        dense = expert = 0.0
+        weight = []
+        for spec in specs:
+            p = _params(model, plan, spec)
+            dense, expert = dense + p.dense, expert + p.expert
+            act = spec.dense_layers * _act(model, plan, sh, False, 1.0) if spec.dense_layers else 0.0
+            if spec.moe_layers:
+                act += spec.moe_layers * _act(model, plan, sh, True, load_factor)
+            if spec.head:
+                act += sh.tokens * model.vocab / plan.tp * 4.0
+            weight.append(act)
+        vecs = live_vectors(plan.pipeline_schedule, plan.pp, plan.vpp, m, tuple(ranks))
+        acts = max((sum(w * n for w, n in zip(weight, v)) for v in vecs), default=0.0)
+        row = dict(state_bytes(plan, dense, expert, dp_shard, edp_shard), activations=max(0.0, acts))
+        row["total"] = sum(row.values())
+        if not worst or row["total"] > worst["total"]:
+            worst = row
+    return worst
+
+
+def _reduce(inp: StepInputs, spec, places) -> tuple[float, float]:
+    """``dp_reduce_time`` memoised on what it reads."""
+    plan = inp.plan
+    key = (oid(inp.model), oid(inp.hw), _sig(spec), plan.tp, plan.expert_ep, plan.expert_tp, plan.zero,
+           plan.precision, plan.master_weights, places["dp_cp"], places["edp"])
+    hit = _REDUCE.get(key)
+    if hit is None:
+        hit = _REDUCE[key] = dp_reduce_time(inp, spec, places)
+    return hit
+
+
+def _tail(inp: StepInputs, specs, places, bwd: list[float]) -> tuple[float, float, float]:
+    """(DP tail, exposed ZeRO gather, optimizer) of one rank, with its last backwards placed in
+    closed form: chunk c's last backward ends pp x (backwards of chunks < c) before the rank's finish."""
+    plan = inp.plan
+    finish_s = (plan.pp + 1) * sum(bwd)
+    tr = RankTrace(finish_s=finish_s)
+    red, gather, dense, expert, before = {}, 0.0, 0.0, 0.0, 0.0
+    for c, spec in enumerate(specs):
+        r_s, g_s = _reduce(inp, spec, places)
+        red[c], gather = r_s, gather + g_s
+        tr.last_backward_end_s[c] = finish_s - before
+        tr.last_backward_start_s[c] = finish_s - before - bwd[c]
+        before += plan.pp * bwd[c]
+        p = _params(inp.model, plan, spec)
+        dense, expert = dense + p.dense, expert + p.expert
+    tail = dp_tail(tr, red, plan.overlap_grad_reduce)
+    gather_exposed = gather / (8.0 * plan.vpp) if plan.overlap_param_gather else gather
+    return tail, gather_exposed, optimizer_time(inp, dense, expert, places)
+
+
+def _mf_per_token(model, seq_len: int, convention: str) -> float:
+    """Model FLOPs per token, memoised."""
+    key = (oid(model), seq_len, convention)
+    hit = _MFTOK.get(key)
+    if hit is None:
+        hit = _MFTOK[key] = flops_per_token(model, seq_len, convention)
+    return hit
+
+
+def estimate(model, hw, plan, workload, devices: int, *, memory_limit_GB: float | None = None,
+             flop_convention: str = "npusim") -> dict:
+    """Fast estimate of one training step: the metrics of ``Result.to_dict()`` (step time, tokens/s,
+    MFU, HFU, peak memory, breakdown) from the closed-form pipeline. Raises ConfigError for an
+    invalid plan. When the busiest rank needs more than ``memory_limit_GB`` the step is not costed
+    and ``step_time_s`` is None."""
+    plan = resolve_plan(plan, model, devices, workload.global_batch, workload.seq_len)
+    if plan.pipeline_schedule not in CLOSED_FORM or plan.vpp > 1 and plan.pipeline_schedule != "interleaved":
+        return _simulated(model, hw, plan, workload, devices, flop_convention)
+    inp = StepInputs(model, hw, plan, workload.seq_len, workload.global_batch, devices)
+    places = _places(plan, hw)
+    load = _load(inp, places)
+    m = inp.micro_batches
+    mem = memory(model, hw, plan, workload.seq_len, places, m, load.max_over_mean)
+    out = {"peak_memory_GB": mem["total"] / 1e9, "hbm_capacity_GB": hw.chip.hbm_capacity_GB,
+           "memory_GB": {k: v / 1e9 for k, v in mem.items()}, "micro_batches": m}
+    out["fits_in_memory"] = out["peak_memory_GB"] <= out["hbm_capacity_GB"]
+    if memory_limit_GB is not None and out["peak_memory_GB"] > memory_limit_GB:
+        out["step_time_s"] = None
+        return out
+    out.update(_step(inp, places, load, m, flop_convention))
+    return out
+
+
+def _simulated(model, hw, plan, workload, devices: int, convention: str) -> dict:
+    """A schedule without a closed form: the event simulation's numbers in the estimate's shape."""
+    from npusim.simulate import simulate
+
+    res = simulate(model, hw, plan, workload, devices, flop_convention=convention)
+    return {"step_time_s": res.step_time_s, "tokens_per_s": res.tokens_per_s,
+            "tokens_per_s_per_device": res.tokens_per_s_per_device, "mfu": res.mfu, "hfu": res.hfu,
+            "peak_memory_GB": res.peak_memory_GB, "hbm_capacity_GB": res.hbm_capacity_GB,
+            "fits_in_memory": res.fits_in_memory, "memory_GB": dict(res.memory_GB),
+            "breakdown_s": dict(res.breakdown_s), "micro_batches": res.config.get("micro_batches")}
+
+
+def _profile(inp: StepInputs, places, load) -> list[tuple]:
+    """(rows, chunk pace) memoised on everything but the micro-batch count. Rows, per rank group and
+    micro-batch: (time, first rank, ranks, summed parts, FLOPs, p2p, drain, DP tail, exposed gather,
+    optimizer); ``drain`` is how much earlier than rank 0 the group's first rank finishes (the last
+    micro-batch's chunk-0 backwards of the ranks before it). Chunk pace: the sum over chunk indices
+    of the slowest rank's time on that chunk."""
+    model, hw, plan = inp.model, inp.hw, inp.plan
+    sh = make_shard(model, plan, inp.seq_len, places["ep"].domains, load.dropped_fraction)
+    prefix = stage_prefix(model, hw, plan, sh, places, load)
+    key = (prefix, plan.pp, plan.vpp, plan.zero, plan.master_weights, plan.overlap_grad_reduce,
+           places["dp_cp"], places["edp"])
+    hit = _PROFILE.get(key)
+    if hit is not None:
+        return hit
+    rows, b0, chunk_max = [], [0.0] * plan.pp, [0.0] * plan.vpp
+    for specs, ranks in rank_groups(model, plan.pp, plan.vpp):
+        costs = [stage_cost(model, hw, plan, inp.seq_len, places, s, load, prefix) for s in specs]
+        bwd = [sum(c.backward.values()) for c in costs]
+        for c, cost in enumerate(costs):
+            chunk_max[c] = max(chunk_max[c], sum(cost.forward.values()) + bwd[c])
+        for r in ranks:
+            b0[r] = bwd[0]
+        parts: dict[str, float] = {}
+        for c in costs:
+            for d in (c.forward, c.backward):
+                for k, v in d.items():
+                    parts[k] = parts.get(k, 0.0) + v
+        p2p = max(c.p2p_s for c in costs)
+        rows.append((sum(parts.values()), ranks[0], len(ranks), parts, sum(c.hw_flops for c in costs), p2p)
+                    + _tail(inp, specs, places, bwd))
+    hop = max(r[5] for r in rows)
+    out = _PROFILE[key] = ([r[:6] + (sum(b0[:r[1]]) + r[1] * hop,) + r[6:] for r in rows], sum(chunk_max))
+    return out
+
+
+def _step(inp: StepInputs, places, load, m: int, convention: str) -> dict:
+    """Closed-form step time, breakdown and utilisation of a resolved point."""
+    model, hw, plan = inp.model, inp.hw, inp.plan
+    groups, pace = _profile(inp, places, load)
+    crit = max(groups, key=lambda g: (g[0], -g[1]))
+    t_max = crit[0]
+    total_t = sum(g[0] * g[2] for g in groups)
+    hops = 2.0 * (plan.pp - 1) * max(g[5] for g in groups)
+    # Interleaving forces every rank through the chunks in lock-step rounds of pp micro-batches, so a
+    # rank also waits for the slowest rank of each chunk; buffering dilutes that as rounds grow.
+    alpha = min(1.0, plan.pp / m) if plan.vpp > 1 else 0.0
+    finish = m * (t_max + alpha * (pace - t_max)) + (total_t - t_max) / plan.vpp + hops
+    step = finish + max(g[7] + g[8] + g[9] - g[6] for g in groups)
+    breakdown = dict.fromkeys(PART_NAMES, 0.0)
+    for k, v in crit[3].items():
+        breakdown[k] += m * v
+    breakdown["pp_comm"] += hops
+    breakdown["dp_comm"] += crit[7] + crit[8]
+    breakdown["optimizer"] += crit[9]
+    breakdown["bubble"] += max(0.0, step - sum(breakdown.values()))
+    tps = inp.global_batch * inp.seq_len / step
+    peak = hw.matrix_peak_flops(matrix_dtype(hw, plan.precision))
+    flops = sum(g[4] * g[2] for g in groups)
+    return {"step_time_s": step, "tokens_per_s": tps, "tokens_per_s_per_device": tps / inp.devices,
+            "mfu": _mf_per_token(model, inp.seq_len, convention) * tps / (inp.devices * peak),
+            "hfu": flops * m / plan.pp / (step * peak), "breakdown_s": breakdown}

@@ -1,0 +1,159 @@
+"""Run a sweep: generate points, fast tier on all, full simulation on the best, rank, write, summarise."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from npusim.sweep.evaluate import PLAN_COLS, evaluate_fast, evaluate_full, metric_cols
+from npusim.sweep.store import ChunkStore, check_resume, write_spec, write_tables
+
+
+def prepare(spec_path: str | Path) -> tuple[dict, dict, list, list]:
+    """Load the spec; return (resolved spec, worker context, model variants, points)."""
+    from npusim.config.hardware import load_profile
+    from npusim.config.model import load_model
+    from npusim.sweep.space import generate, model_variants
+    from npusim.sweep.spec import load_spec, spec_key
+
+    spec, resolved = load_spec(spec_path)
+    base = load_model(spec.model.base).model_dump(mode="json")
+    profiles = {p.name: p for p in (load_profile(h) for h in spec.hardware)}
+    dumps = {n: p.model_dump(mode="json") for n, p in profiles.items()}
+    resolved["base_model"] = base
+    resolved["profiles"] = {n: _digest(d) for n, d in dumps.items()}
+    resolved["key"] = spec_key(resolved)
+    variants = model_variants(base, spec.model.vary, spec.model.constraints)
+    points = generate(resolved, variants, profiles)
+    obj = resolved["objective"]
+    ctx = {"key": resolved["key"], "base_model": base, "profiles": dumps, "objective": obj,
+           "memory_limit_frac": 1.0 - obj["memory_headroom"], "vary_keys": list(spec.model.vary),
+           "option_keys": [k for k in resolved["plan"] if k != "auto" and k not in PLAN_COLS]}
+    return resolved, ctx, variants, points
+
+
+def _digest(obj) -> str:
+    """Short hash of a JSON-ready object."""
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def _batches(points: list[dict], size: int):
+    """(batch number, points) pairs of at most ``size`` points."""
+    return [(i // size, points[i:i + size]) for i in range(0, len(points), size)]
+
+
+def _run_tier(executor, fn, ctx: dict, store: ChunkStore, pending: list[dict], size: int, label: str) -> tuple[dict, float]:
+    """Evaluate ``pending`` in batches, writing each finished batch; return (rows by id, wall seconds)."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    rows: dict[str, dict] = {}
+    bar = tqdm(total=len(pending), desc=label, unit="pt", file=sys.stderr, disable=not sys.stderr.isatty(),
+               leave=False)
+    try:
+        for _, batch_rows in executor.map(fn, ctx, _batches(pending, size)):
+            store.write(batch_rows)
+            for r in batch_rows:
+                rows[r["id"]] = r
+            bar.update(len(batch_rows))
+    finally:
+        bar.close()
+    return rows, time.perf_counter() - t0
+
+
+def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", workers: int | None = None,
+              address: str | None = None, resume: bool = False) -> dict:
+    """Run (or resume) the sweep of ``spec_path`` into ``out``; return the summary dict."""
+    from npusim.sweep.executors import make_executor
+    from npusim.sweep.report import rank, summarize
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    resolved, ctx, variants, points = prepare(spec_path)
+    check_resume(out, resolved, resume)
+    write_spec(out, resolved)
+    ids = {p["id"] for p in points}
+    size = resolved["tiers"]["batch_size"]
+    fast_store, full_store = ChunkStore(out, "fast"), ChunkStore(out, "full")
+    fast_old = {k: v for k, v in fast_store.read().items() if k in ids}
+    pending = [p for p in points if p["id"] not in fast_old]
+    ex = None
+    try:
+        fast_new, fast_s, full_new, full_s = {}, 0.0, {}, 0.0
+        if pending:
+            ex = make_executor(executor, workers, address)
+            fast_new, fast_s = _run_tier(ex, evaluate_fast, ctx, fast_store, pending, size, "fast tier")
+        fast = {**fast_old, **fast_new}
+        top = _full_candidates(fast, resolved["tiers"]["full_top"], resolved["tiers"]["full_per_model"],
+                               ctx["vary_keys"])
+        full_old = {k: v for k, v in full_store.read().items() if k in top}
+        by_id = {p["id"]: p for p in points}
+        pending_full = [by_id[i] for i in top if i not in full_old]
+        if pending_full:
+            ex = ex or make_executor(executor, workers, address)
+            full_new, full_s = _run_tier(ex, evaluate_full, ctx, full_store, pending_full,
+                                         max(1, min(size, 8)), "full tier")
+        full = {**full_old, **full_new}
+    finally:
+        if ex is not None:
+            ex.close()
+    frame = to_frame(points, fast, full, ctx)
+    ranked = rank(frame)
+    write_tables(out, frame, ranked)
+    timing = {"fast_new": len(fast_new), "fast_reused": len(fast_old), "fast_s": fast_s,
+              "full_new": len(full_new), "full_reused": len(full_old), "full_s": full_s,
+              "wall_s": time.perf_counter() - t_start, "executor": getattr(ex, "name", executor),
+              "workers": getattr(ex, "workers", 1)}
+    summary = summarize(resolved, frame, ranked, timing)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _full_candidates(fast: dict[str, dict], n: int, per_model: int = 0, vary: list | None = None) -> list[str]:
+    """Ids of the ``n`` best feasible fast-tier points (score descending, id ascending on ties), then
+    the best ``per_model`` of every model variant x hardware x devices x workload not already in."""
+    ok = [r for r in fast.values() if r["status"] == "ok" and r.get("score") is not None]
+    ok.sort(key=lambda r: (-r["score"], r["id"]))
+    out = [r["id"] for r in ok[:n]]
+    if per_model:
+        chosen, seen = set(out), {}
+        for r in ok:
+            key = (r["hardware"], r["devices"], r["seq_len"], r["global_batch"],
+                   tuple(r.get(f"model_{k}") for k in vary or []))
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] <= per_model and r["id"] not in chosen:
+                out.append(r["id"])
+                chosen.add(r["id"])
+    return out
+
+
+def columns(ctx: dict) -> list[str]:
+    """Every column of results.parquet, in order."""
+    inputs = ["id", "index", "hardware", "devices", "seq_len", "global_batch"]
+    inputs += [f"model_{k}" for k in ctx["vary_keys"]] + ["total_params_B", "activated_params_B"]
+    inputs += list(PLAN_COLS) + list(ctx["option_keys"])
+    full = ["full_status", "full_reason", "full_message"] + metric_cols("full_")
+    return inputs + ["status", "reason", "message"] + metric_cols() + full
+
+
+def to_frame(points: list[dict], fast: dict, full: dict, ctx: dict):
+    """One row per point (generation order): inputs, status, fast metrics, full metrics."""
+    import pandas as pd
+
+    cols = columns(ctx)
+    rows = []
+    for p in points:
+        row = dict(fast.get(p["id"], {"id": p["id"], "index": p["index"], "status": "error",
+                                      "reason": "missing", "message": "no result"}))
+        row.update(full.get(p["id"], {}))
+        rows.append(row)
+    frame = pd.DataFrame(rows).reindex(columns=cols)
+    for c in cols:
+        kinds = {type(r[c]) for r in rows if r.get(c) is not None}
+        if kinds == {int}:
+            frame[c] = pd.array([r.get(c) for r in rows], dtype="Int64")
+        elif kinds == {bool}:
+            frame[c] = pd.array([r.get(c) for r in rows], dtype="boolean")
+    return frame

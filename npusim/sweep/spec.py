@@ -1,0 +1,257 @@
+"""Sweep spec: a strict YAML schema (pydantic, extra keys forbidden) and its semantic checks.
+
+Every defect raises ``ConfigError`` with one line naming the spec file, the field, the value and
+what is allowed; the CLI turns it into exit code 2. See docs/sweep.md for the format.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
+
+from npusim.config.errors import ConfigError, did_you_mean
+
+MODEL_ALIASES = {"hidden_size": "hidden", "num_layers": "layers", "num_experts": "experts",
+                 "num_moe_experts": "experts", "moe_router_topk": "top_k", "num_attention_heads": "heads",
+                 "num_query_groups": "kv_heads", "num_key_value_heads": "kv_heads", "ffn_hidden_size": "ffn_hidden",
+                 "moe_ffn_hidden_size": "expert_ffn_hidden", "expert_ffn_hidden_size": "expert_ffn_hidden",
+                 "vocab_size": "vocab"}
+"""Megatron-Core / Hugging Face names accepted in ``model.vary`` for npusim's ModelConfig fields."""
+NOT_VARIABLE = ("name", "source", "mla", "attention")
+AXES = ("tp", "cp", "pp", "vpp", "tp_extend_ep", "etp", "ep", "sp", "zero", "recompute", "micro_batch")
+"""Plan axes that ``plan: auto`` enumerates, in loop order (outermost first)."""
+
+
+def _listify(v: Any) -> Any:
+    """Accept a scalar where a list is expected."""
+    return v if isinstance(v, list) else [v]
+
+
+def _auto(v: Any) -> Any:
+    """``plan: auto`` is short for ``plan: {auto: true}``."""
+    if v == "auto":
+        return {"auto": True}
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError("expected 'auto' or a mapping of plan fields")
+    return v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """A closed interval; either end may be omitted."""
+
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _order(self) -> "Range":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) exceeds max ({self.max})")
+        return self
+
+    def holds(self, x: float) -> bool:
+        """True when ``x`` lies in the interval."""
+        return (self.min is None or x >= self.min) and (self.max is None or x <= self.max)
+
+
+class WorkloadSpec(_Strict):
+    """Training workloads: every combination of sequence length and global batch is swept."""
+
+    kind: Literal["train"] = "train"
+    seq_len: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)]
+    """Tokens per sequence (one value or a list)."""
+    global_batch: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)]
+    """Sequences per optimizer step (one value or a list)."""
+
+
+class Constraints(_Strict):
+    """Parameter budgets in billions (main model, MTP modules excluded, as the papers count)."""
+
+    total_params_B: Optional[Range] = None
+    activated_params_B: Optional[Range] = None
+
+
+class ModelSpec(_Strict):
+    """A base model (preset name or path) with axes to vary and parameter-count constraints."""
+
+    base: str
+    vary: dict[str, Annotated[list[Any], BeforeValidator(_listify), Field(min_length=1)]] = {}
+    """ModelConfig field (or Megatron/HF alias) -> values; the product of all axes is swept."""
+    constraints: Constraints = Constraints()
+    """Variants outside a budget are infeasible with reason 'constraint'."""
+
+
+class ObjectiveSpec(_Strict):
+    """What ranks feasible points, and the limits that make a point infeasible."""
+
+    metric: Literal["mfu", "tokens_per_s", "cost"] = "mfu"
+    """mfu and tokens_per_s are maximised; cost (price x device-hours per million tokens) minimised."""
+    memory_headroom: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of HBM kept free: a point fits when peak memory <= (1 - headroom) x HBM."""
+    max_step_time_s: Optional[float] = Field(None, gt=0)
+    """Points slower than this are infeasible with reason 'step_time'."""
+    price_per_device_hour: Union[float, dict[str, float]] = 1.0
+    """Price of one device-hour, one number or per hardware name (metric cost)."""
+
+
+class TierSpec(_Strict):
+    """How the tiers run."""
+
+    full_top: int = Field(100, ge=0)
+    """Best fast-tier points re-scored by the full event simulation."""
+    full_per_model: int = Field(0, ge=0)
+    """Also re-score the best this-many points of every model variant (per hardware, devices and
+    workload), so each shape's best plan is fully simulated when shapes are compared."""
+    batch_size: PositiveInt = 256
+    """Points per task sent to a worker (and per chunk file written)."""
+
+
+class SweepSpec(_Strict):
+    """A sweep: hardware x devices x workload x model variants x parallel plans."""
+
+    name: str = "sweep"
+    description: str = ""
+    hardware: Annotated[list[str], BeforeValidator(_listify), Field(min_length=1)]
+    devices: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)]
+    workload: WorkloadSpec
+    model: ModelSpec
+    plan: Annotated[dict[str, Any], BeforeValidator(_auto)] = {}
+    """``auto`` or a mapping of plan fields to a value, a list, or (numeric axes) {min, max}."""
+    objective: ObjectiveSpec = ObjectiveSpec()
+    tiers: TierSpec = TierSpec()
+
+
+def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
+    """Read and check a sweep spec; return it and its resolved, JSON-ready form (ConfigError on a defect)."""
+    from npusim.config.loader import read_mapping, validate
+
+    src = str(path)
+    spec = validate(SweepSpec, read_mapping(path), src)
+    base_dir = Path(path).resolve().parent
+    spec = spec.model_copy(update={"model": _check_model(spec.model, src, base_dir),
+                                   "plan": _check_plan(spec.plan, src),
+                                   "hardware": _check_hardware(spec, src, base_dir)})
+    resolved = spec.model_dump(mode="json")
+    resolved["key"] = spec_key(resolved)
+    return spec, resolved
+
+
+def spec_key(resolved: dict) -> str:
+    """Stable hash of the parts of a resolved spec that decide the points and their status."""
+    body = {k: v for k, v in resolved.items() if k not in ("key", "name", "description")}
+    return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def _resolve_path(name: str, base_dir: Path) -> str:
+    """A preset name as is; a relative file path against the spec's folder."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml", ".json") and not p.is_absolute() and (base_dir / p).exists():
+        return str(base_dir / p)
+    return name
+
+
+def _check_model(ms: ModelSpec, src: str, base_dir: Path) -> ModelSpec:
+    """Load the base model, canonicalise vary names and type-check every value."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from npusim.config.model import ModelConfig, load_model
+
+    base = _resolve_path(ms.base, base_dir)
+    try:
+        load_model(base)
+    except ConfigError as e:
+        raise ConfigError(src, "model.base", ms.base, e.problem, e.allowed) from None
+    fields = [f for f in ModelConfig.model_fields if f not in NOT_VARIABLE]
+    vary: dict[str, list] = {}
+    for key, values in ms.vary.items():
+        name = MODEL_ALIASES.get(key, key)
+        if name not in fields:
+            raise ConfigError(src, f"model.vary.{key}", values, "not a variable model field" + did_you_mean(key, fields),
+                              ", ".join(fields))
+        if name in vary:
+            raise ConfigError(src, f"model.vary.{key}", values, f"{name} is varied twice")
+        adapter = TypeAdapter(ModelConfig.model_fields[name].annotation)
+        for v in values:
+            try:
+                adapter.validate_python(v)
+            except ValidationError as e:
+                raise ConfigError(src, f"model.vary.{key}", v, e.errors()[0]["msg"]) from None
+        vary[name] = values
+    return ms.model_copy(update={"base": base, "vary": dict(sorted(vary.items()))})
+
+
+def _check_plan(plan: dict, src: str) -> dict:
+    """Validate plan axes and options: known keys, typed values, ranges only on numeric axes."""
+    from npusim.config.plan import ParallelPlan, make_plan
+
+    auto = plan.get("auto", False)
+    if not isinstance(auto, bool):
+        raise ConfigError(src, "plan.auto", auto, "not a boolean", "true, false")
+    keys = [k for k in ParallelPlan.model_fields if k != "dp"]
+    out: dict[str, Any] = {"auto": auto}
+    for key, value in plan.items():
+        if key == "auto":
+            continue
+        name = "micro_batch" if key == "mb" else key
+        if name == "dp":
+            raise ConfigError(src, "plan.dp", value, "dp is derived from devices / (tp*pp*cp)", "omit dp")
+        if name not in keys:
+            raise ConfigError(src, f"plan.{key}", value, "unknown plan key" + did_you_mean(key, keys), ", ".join(keys))
+        if isinstance(value, dict):
+            if name not in ("tp", "pp", "vpp", "cp", "ep", "etp", "zero", "micro_batch"):
+                raise ConfigError(src, f"plan.{key}", value, "a {min, max} range needs a numeric axis",
+                                  "a value or a list")
+            try:
+                rng = Range.model_validate(value)
+            except Exception as e:  # pydantic ValidationError
+                raise ConfigError(src, f"plan.{key}", value, str(e).splitlines()[-1].strip()) from None
+            if not auto:
+                raise ConfigError(src, f"plan.{key}", value, "a range restricts auto enumeration", "plan.auto: true")
+            out[name] = rng.model_dump()
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ConfigError(src, f"plan.{key}", value, "empty list", "one or more values")
+        for v in values:
+            try:
+                make_plan({name: v}, source=src)
+            except ConfigError as e:
+                raise ConfigError(src, f"plan.{key}", v, e.problem, e.allowed) from None
+        out[name] = values
+    return out
+
+
+def _check_hardware(spec: SweepSpec, src: str, base_dir: Path) -> list[str]:
+    """Resolve every hardware entry to a profile (names stay names, relative paths become absolute);
+    per-hardware prices must name swept profiles."""
+    from npusim.config.hardware import load_profile
+
+    resolved, names = [], []
+    for i, entry in enumerate(spec.hardware):
+        path = _resolve_path(entry, base_dir)
+        try:
+            names.append(load_profile(path).name)
+        except ConfigError as e:
+            raise ConfigError(src, f"hardware.{i}", entry, e.problem, e.allowed) from None
+        resolved.append(path)
+    if len(set(names)) != len(names):
+        raise ConfigError(src, "hardware", spec.hardware, "a profile is listed twice", "distinct profiles")
+    price = spec.objective.price_per_device_hour
+    if isinstance(price, dict):
+        for k in price:
+            if k not in names:
+                raise ConfigError(src, f"objective.price_per_device_hour.{k}", price[k], "hardware not in the sweep",
+                                  ", ".join(names))
+        missing = [h for h in names if h not in price]
+        if missing and spec.objective.metric == "cost":
+            raise ConfigError(src, "objective.price_per_device_hour", price, f"no price for {missing[0]}",
+                              "a price for every swept profile name")
+    return resolved

@@ -1,0 +1,48 @@
+"""Shared helpers of the sweep tests: small specs written to a temporary folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+SMALL = {
+    "name": "small",
+    "hardware": "atlas-800t-a2",
+    "devices": [16, 32],
+    "workload": {"seq_len": 2048, "global_batch": 32},
+    "model": {"base": "llama2-7b", "vary": {"num_layers": [24, 32]},
+              "constraints": {"total_params_B": {"min": 5.5, "max": 8}}},
+    "plan": {"auto": True, "cp": [1], "vpp": [1, 2], "recompute": ["none", "full"]},
+    "objective": {"metric": "mfu", "memory_headroom": 0.05},
+    "tiers": {"full_top": 12, "full_per_model": 1, "batch_size": 40},
+}
+"""About 300 points: 2 device counts x 2 dense shapes x auto plans; runs in well under a second."""
+
+MOE = {
+    "name": "moe",
+    "hardware": "atlas-800t-a2",
+    "devices": 64,
+    "workload": {"seq_len": 4096, "global_batch": 64},
+    "model": {"base": "qwen3-30b-a3b", "vary": {"num_experts": [64, 128]}},
+    "plan": {"auto": True, "cp": [1], "zero": [1], "recompute": ["none"], "micro_batch": [1]},
+    "objective": {"metric": "tokens_per_s"},
+    "tiers": {"full_top": 10, "batch_size": 100},
+}
+
+
+def write_spec(tmp: Path, spec: dict, name: str = "spec.yaml") -> Path:
+    """Write ``spec`` as YAML under ``tmp`` and return its path."""
+    path = Path(tmp) / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def merged(base: dict, **changes) -> dict:
+    """A copy of ``base`` with top-level keys replaced (None deletes)."""
+    out = {k: v for k, v in base.items()}
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
