@@ -87,6 +87,13 @@ def pipeline_gantt(result, title: str | None = None, labels: bool | None = None)
     if not result.timeline:
         raise ValueError("result has no timeline: simulate with keep_timeline=True (or report.rebuild.with_timeline)")
     pp = result.extra.get("pipeline_ranks") or (max(r for r, _ in result.timeline) + 1)
+    if any(kind in ("W", "FB") for _, (kind, *_rest) in result.timeline):
+        # Zero-bubble and DualPipe schedules: weight-gradient units and overlapped F&B pairs.
+        from npusim.report.gantt_schedule import schedule_gantt
+
+        c = result.config
+        return schedule_gantt(result.timeline, pp, title=title or f"{c['model']['name']} on {c['devices']} x "
+                              f"{c['hardware']}: {c.get('schedule')}, {c.get('micro_batches')} micro-batches")
     bars: dict[tuple[int, str, int], list[tuple[float, float]]] = {}
     texts = []
     for rank, (kind, stage, mb, start, end) in result.timeline:
