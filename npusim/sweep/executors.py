@@ -69,6 +69,10 @@ class LocalExecutor:
         self.pool.shutdown(cancel_futures=True)
 
 
+RAY_TASK_RETRIES = 3
+"""Times Ray resubmits a batch whose worker died before it finished."""
+
+
 class RayExecutor:
     """Ray tasks: joins ``address`` (or an already initialised Ray), else starts a local cluster."""
 
@@ -89,7 +93,8 @@ class RayExecutor:
             ray.init(log_to_driver=False, configure_logging=False, **kwargs)
             self.started = True
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._remote = ray.remote(_call)
+        # A task whose worker process dies (OOM kill, node loss) is resubmitted by Ray.
+        self._remote = ray.remote(max_retries=RAY_TASK_RETRIES)(_call)
 
     def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]]) -> Iterator[tuple[int, list]]:
         """Keep about two tasks per CPU in flight; yield each batch as it finishes."""
