@@ -35,8 +35,9 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
 
     ends = _rank_ends(inp, traces, layout, specs, places)
     step_s = max(e[0] for e in ends)
-    # Explain the step from the busiest rank (the bottleneck stage): its own waits are bubble, and
-    # so is the time it idles while other ranks drain the pipeline.
+    # Explain the step from the busiest rank (the bottleneck stage): its own waits are bubble, and so
+    # is the time it idles while other ranks drain the pipeline -- except the part the last rank to
+    # finish spends in a longer DP reduction or optimizer step, which is charged to those.
     crit = max(range(plan.pp), key=lambda r: (sum(traces[r].busy.values()), -r))
     end_c, _, dp_s, opt_s = ends[crit]
     tr = traces[crit]
@@ -45,9 +46,13 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
     for k, v in tr.busy.items():
         breakdown[k] += v
     breakdown["pp_comm"] += tr.pp_wait_s
-    breakdown["bubble"] += tr.bubble_s + (step_s - end_c)
-    breakdown["dp_comm"] += dp_s
-    breakdown["optimizer"] += opt_s
+    excess = step_s - end_c
+    _, _, dp_last, opt_last = max(ends)
+    more_dp = min(excess, max(0.0, dp_last - dp_s))
+    more_opt = min(excess - more_dp, max(0.0, opt_last - opt_s))
+    breakdown["bubble"] += tr.bubble_s + excess - more_dp - more_opt
+    breakdown["dp_comm"] += dp_s + more_dp
+    breakdown["optimizer"] += opt_s + more_opt
     breakdown["other"] = max(0.0, step_s - sum(breakdown.values()))
 
     tokens = workload.global_batch * workload.seq_len
