@@ -15,7 +15,7 @@ COMMANDS = ["simulate", "validate", "calibrate", "catalog", "plot", "trace", "mo
 
 def build_parser() -> Parser:
     """The ``npusim`` argument parser."""
-    parser = Parser(prog="npusim", description="Performance simulator for LLM training on Ascend NPUs and GPUs")
+    parser = Parser(prog="npusim", description="Performance simulator for LLM training and inference on Ascend NPUs and GPUs")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in COMMANDS:
         mod = importlib.import_module(f"npusim.commands.{name}")
@@ -24,6 +24,23 @@ def build_parser() -> Parser:
         for new in set(sub.choices) - before:
             sub.choices[new].set_defaults(func=mod.run)
     return parser
+
+
+def cli_reference() -> str:
+    """The CLI reference page (docs/cli.md): every command's --help, generated from the parser."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    parts = ["# CLI reference", "",
+             "Generated from the argument parser: `python -c \"from npusim.cli import cli_reference; "
+             "print(cli_reference(), end='')\" > docs/cli.md` (a test keeps it current).", "",
+             "```text", parser.format_help().rstrip(), "```", ""]
+    for name, p in sorted(sub.choices.items()):
+        parts += [f"## npusim {name}", "", "```text", p.format_help().rstrip(), "```", ""]
+        nested = [a for a in p._actions if a.choices and isinstance(a.choices, dict)]
+        for action in nested:
+            for child, cp in sorted(action.choices.items()):
+                parts += [f"### npusim {name} {child}", "", "```text", cp.format_help().rstrip(), "```", ""]
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,3 +175,14 @@ def test_module_entry_point_subprocess():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_reference_page_is_current(monkeypatch):
+    from pathlib import Path
+
+    from npusim.cli import cli_reference
+
+    monkeypatch.setenv("COLUMNS", "100")
+    page = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    assert page.read_text(encoding="utf-8") == cli_reference(), \
+        "regenerate: COLUMNS=100 python -c \"from npusim.cli import cli_reference; print(cli_reference(), end='')\" > docs/cli.md"
