@@ -23,7 +23,8 @@ Blank cells become ``None`` in :class:`RunRecord`. When a row is turned into pla
   the measured time.
 
 Options stated in a row's ``notes`` (``NOTE_OPTIONS``): "DeepEP" -> ``a2a=hierarchical``;
-"--use-mc2" -> ``tp_comm_overlap=True``.
+"--use-mc2" -> ``tp_comm_overlap=True``. Options of the public recipe a row names (``RECIPE_OPTIONS``,
+each with its source).
 
 Framework-era defaults, decided by the row's ``flop_convention``:
 
@@ -352,6 +353,14 @@ NOTE_OPTIONS = {
 """Plan options a row states in its notes: DeepEP forwards tokens across nodes once per destination
 node (modelled as the hierarchical all-to-all); Ascend MC2 fuses matmul and TP communication."""
 
+RECIPE_OPTIONS = {
+    ("deepseek-v3", "megatron-core"): {"a2a": "hierarchical", "ep_overlap": True},
+}
+"""Options of the public benchmark recipe a row was measured with, where the row does not state them.
+Megatron-Bridge's DeepSeek-V3 H100 performance configs (scripts/performance/configs/deepseek) set
+``enable_deepep=True`` (modelled as the hierarchical all-to-all) and the MoE all-to-all overlap with
+1F1B (``set_moe_a2a_overlap_overrides``, modelled as ``ep_overlap``)."""
+
 RECIPE_SP = ("megatron-core", "nemo-automodel")
 """Conventions whose recipes enable sequence parallelism whenever tp > 1."""
 
@@ -370,6 +379,7 @@ def record_plan_fields(rec: RunRecord) -> dict:
         "micro_batch": rec.micro_batch, "precision": rec.precision,
         "master_weights": _or(rec.master_weights, "fp32"),
     }
+    out.update(RECIPE_OPTIONS.get((rec.model, rec.flop_convention), {}))
     notes = (rec.notes or "").lower()
     for keyword, opts in NOTE_OPTIONS.items():
         if keyword in notes:
