@@ -122,10 +122,41 @@ def _gemm_spread(m, hw, ep: int, tokens: int, st) -> float:
     return t(st.max_over_mean) - t(st.min_over_mean)
 
 
+MOE_ROWS = ["V074", "V075", "V076", "V077", "V097", "V098", "V099", "V100", "V121", "V124"]
+GAPS = [
+    "V074 (Qwen3-30B-A3B, Megatron-Bridge, 16 H100, FP8) is 2.9x slower than predicted, while the "
+    "same model under AutoModel (V099, 8 H100, BF16) is predicted within 12 %: the two frameworks differ "
+    "2.3x on one model, which points at framework overheads of 128 small experts (kernel count, host "
+    "dispatch, padding to capacity) that npusim does not model.",
+    "V077 (DeepSeek-V3, 1024 H100): the recipe's DeepEP dispatcher and all-to-all overlap "
+    "(npusim/validate/runs.py RECIPE_OPTIONS) take it from +62 % to -20 %; the rest depends on how much "
+    "all-to-all the 1F1B overlap really hides and on fine-grained recompute, both approximations here.",
+    "V098 (+34 %, DeepSeek-V3 on 256 H100, AutoModel, FSDP2 + DeepEP): the all-to-all spans 8 servers "
+    "with EP 64; npusim's hierarchical model still sends each token to up to 4 nodes over one NIC per GPU.",
+    "V121 / V124 (MindSpeed-LLM on 910B, -53 %): reliability-B rows whose flags come from example "
+    "scripts; MoE kernels on Ascend (GMM, permute, all-gather dispatcher) run far below the msModeling "
+    "default efficiency that fits the dense Ascend rows within 19 %.",
+]
+
+
+def accuracy_section() -> list[str]:
+    """Measured vs predicted on the MoE training rows, and what is known about the gaps."""
+    from npusim.validate.compare import format_table, validate_runs
+    from npusim.validate.predict import predict_record
+    from npusim.validate.runs import published_path, read_runs
+
+    recs = {r.id: r for r in read_runs(published_path())}
+    res = validate_runs([recs[i] for i in MOE_ROWS], predict_record)
+    return (["## Accuracy on the published MoE training rows\n",
+             "Target (issue 3): MAPE <= 15 %. Not met yet; asserted at the current level in "
+             "`tests/validate/test_accuracy_other.py`.\n", "```", format_table(res), "```\n"]
+            + [f"- {g}" for g in GAPS] + [""])
+
+
 def main() -> int:
     text = ["# MoE: load imbalance, all-to-all and overlap\n",
             f"Generated {datetime.date.today()} by `python benchmarks/moe_report.py` on {platform.platform()}, "
-            f"Python {platform.python_version()}.\n"] + ultra_section() + moge_section()
+            f"Python {platform.python_version()}.\n"] + ultra_section() + moge_section() + accuracy_section()
     DOCS.write_text("\n".join(text))
     print("\n".join(text))
     return 0
