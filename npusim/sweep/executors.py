@@ -46,23 +46,11 @@ class LocalExecutor:
         """Submit a bounded window of batches and yield each as it completes."""
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        todo = iter(batches)
-        running: dict = {}
-
-        def top_up() -> None:
-            """Submit batches until two per worker are in flight."""
-            while len(running) < 2 * self.workers:
-                item = next(todo, None)
-                if item is None:
-                    return
-                running[self.pool.submit(fn, ctx, item[1])] = item[0]
-
-        top_up()
-        while running:
+        def finished(running):
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=lambda f: running[f]):
-                yield running.pop(fut), fut.result()
-            top_up()
+            return [(f, f.result()) for f in sorted(done, key=lambda f: running[f])]
+
+        yield from _windowed(lambda batch: self.pool.submit(fn, ctx, batch), finished, batches, 2 * self.workers)
 
     def close(self) -> None:
         """Shut the pool down."""
@@ -100,28 +88,39 @@ class RayExecutor:
         """Keep about two tasks per CPU in flight; yield each batch as it finishes."""
         ray = self.ray
         ctx_ref = ray.put(ctx)
-        todo = iter(batches)
-        running: dict = {}
 
-        def top_up() -> None:
-            """Submit tasks until two per CPU are in flight."""
-            while len(running) < 2 * self.workers:
-                item = next(todo, None)
-                if item is None:
-                    return
-                running[self._remote.remote(fn, ctx_ref, item[1])] = item[0]
-
-        top_up()
-        while running:
+        def finished(running):
             done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                yield running.pop(ref), ray.get(ref)
-            top_up()
+            return [(ref, ray.get(ref)) for ref in done]
+
+        yield from _windowed(lambda batch: self._remote.remote(fn, ctx_ref, batch), finished, batches,
+                             2 * self.workers)
 
     def close(self) -> None:
         """Shut Ray down if this executor started it."""
         if self.started:
             self.ray.shutdown()
+
+
+def _windowed(submit: Callable, finished: Callable, batches: Iterable[tuple[int, list]],
+              window: int) -> Iterator[tuple[int, list]]:
+    """Keep ``window`` submitted batches in flight; yield (batch number, rows) as ``finished`` reports
+    handles done (a list of (handle, rows) for the handles that completed)."""
+    todo = iter(batches)
+    running: dict = {}
+
+    def top_up() -> None:
+        while len(running) < window:
+            item = next(todo, None)
+            if item is None:
+                return
+            running[submit(item[1])] = item[0]
+
+    top_up()
+    while running:
+        for handle, rows in finished(running):
+            yield running.pop(handle), rows
+        top_up()
 
 
 def _call(fn: Callable, ctx: dict, batch: list) -> list:
