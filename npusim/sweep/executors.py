@@ -110,6 +110,7 @@ def _windowed(submit: Callable, finished: Callable, batches: Iterable[tuple[int,
     running: dict = {}
 
     def top_up() -> None:
+        """Submit batches until the window is full or none are left."""
         while len(running) < window:
             item = next(todo, None)
             if item is None:
