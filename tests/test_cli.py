@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from npusim.cli import main
 from npusim.config.hardware import PROFILE_DIR_ENV, load_profile
+from cli_helpers import cli
 
 SIM = ["simulate", "--model", "llama2-7b", "--hardware", "nvidia-a100-sxm-80g", "--devices", "8",
        "--plan", "tp=8", "--seq-len", "2048", "--global-batch", "8"]
@@ -23,14 +23,6 @@ def _only_repo_presets(monkeypatch):
     monkeypatch.delenv(PROFILE_DIR_ENV, raising=False)
 
 
-def cli(argv, capsys):
-    """Run main() in-process; return (exit code, stdout, stderr). argparse errors raise SystemExit."""
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def assert_one_line_error(rc, out, err, *needles):

@@ -14,18 +14,11 @@ import npusim.data
 from npusim.cli import main
 from npusim.config.errors import ConfigError
 from npusim.validate import microbench as mb
+from cli_helpers import cli
 
 H200 = Path(npusim.data.__file__).parent / "calibration" / "h200"
 
 
-def cli(argv, capsys):
-    """Run main() in-process; return (exit code, stdout, stderr)."""
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def header(path: Path) -> tuple[str, ...]:

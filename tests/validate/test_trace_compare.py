@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from npusim.cli import main
 from npusim.config.errors import ConfigError
 from npusim.report.rebuild import load_inputs, simulate_inputs
 from npusim.validate.trace_compare import (classify, compare_classes, predicted_by_class, read_trace,
                                            summarize_trace)
+from cli_helpers import cli
 
 TINY = """name: tiny-2l
 layers: 2
@@ -27,14 +27,6 @@ source: "test: the 2-layer transformer profiled in tests/validate/test_trace_com
 LAYERS, HIDDEN, HEADS, FFN, VOCAB, BATCH, SEQ = 2, 256, 4, 1024, 512, 2, 128
 
 
-def cli(argv, capsys):
-    """Run main() in-process; return (exit code, stdout, stderr)."""
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.mark.parametrize("name,cls", [

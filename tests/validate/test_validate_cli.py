@@ -6,22 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from npusim.cli import main
 from npusim.config.errors import ConfigError
 from npusim.validate.components import component_rows, read_breakdown
 from npusim.validate.runs import published_path
+from cli_helpers import cli
 
 IDS = ("V001", "V002")
 
 
-def cli(argv, capsys):
-    """Run main() in-process; return (exit code, stdout, stderr)."""
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_line_error(rc, err, *needles):
