@@ -179,3 +179,23 @@ def _head_dims(model) -> int:
     if model.attention == "mla":
         return model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim + model.mla.v_head_dim
     return 2 * model.d_head
+
+
+def layer_op_times(model, hw, plan, wl, devices: int) -> dict[str, float]:
+    """Seconds of each kernel and collective of one layer's forward on one device, by op name (MoE
+    layer for MoE models): a drill-down of ``simulate_serving`` with the same shard and costs, before
+    any overlap. ``plan.kv_precision`` is taken as given ('auto' = 16-bit)."""
+    from npusim.cost.compute import op_time
+
+    plan = resolve_serving_plan(plan, model, devices, wl.batch)
+    seqs_group = wl.batch // plan.dp
+    sh = _shard(model, plan, wl, max(1, seqs_group // max(1, min(plan.pp, seqs_group))), hw)
+    precision = "bf16" if plan.weight_only else plan.precision
+    places = placements(plan, hw)
+    layer = serve_layer(model, sh, model.is_moe)
+    out: dict[str, float] = {}
+    for op in layer.ops:
+        out[op.name] = out.get(op.name, 0.0) + op_time(op, hw, precision)
+    for c in layer.comms:
+        out[c.name] = out.get(c.name, 0.0) + collective_time(c, places[c.group], hw)
+    return out

@@ -13,7 +13,7 @@ from npusim.cost.passes import PART_NAMES
 PLAN_COLS = ("tp", "pp", "vpp", "cp", "dp", "ep", "etp", "tp_extend_ep", "sp", "zero", "recompute", "micro_batch")
 MEM_PARTS = ("weights", "gradients", "optimizer", "activations")
 STATUSES = ("ok", "infeasible", "error")
-REASONS = ("model", "constraint", "divisibility", "memory", "step_time")
+REASONS = ("model", "constraint", "divisibility", "memory", "step_time", "tpot", "ttft")
 
 _STATE: dict[str, dict] = {}
 
@@ -65,8 +65,8 @@ def input_row(ctx: dict, p: dict, model, plan) -> dict[str, Any]:
 
 def metric_cols(prefix: str = "") -> list[str]:
     """Names of the metric columns of one tier."""
-    base = ["step_time_s", "tokens_per_s", "tokens_per_s_per_device", "mfu", "hfu", "peak_memory_GB",
-            "cost_per_Mtok", "score"]
+    base = ["step_time_s", "tokens_per_s", "tokens_per_s_per_device", "tokens_per_s_per_card", "mfu", "hfu",
+            "peak_memory_GB", "cost_per_Mtok", "score"]
     return ([prefix + k for k in base] + [f"{prefix}bd_{k}_s" for k in PART_NAMES]
             + [f"{prefix}mem_{k}_GB" for k in MEM_PARTS])
 
@@ -78,16 +78,19 @@ def _metrics(ctx: dict, p: dict, res: dict, prefix: str = "") -> dict[str, Any]:
         out[f"{prefix}mem_{k}_GB"] = res.get("memory_GB", {}).get(k)
     if res.get("step_time_s") is None:
         return out
+    from npusim.sweep.serving import per_hardware
+
     for k in ("step_time_s", "tokens_per_s", "tokens_per_s_per_device", "mfu", "hfu"):
         out[prefix + k] = res[k]
+    out[prefix + "tokens_per_s_per_card"] = res["tokens_per_s_per_device"] * per_hardware(
+        ctx["objective"]["devices_per_card"], p["hardware"], 1)
     for k in PART_NAMES:
         out[f"{prefix}bd_{k}_s"] = res["breakdown_s"].get(k, 0.0)
-    price = ctx["objective"]["price_per_device_hour"]
-    price = price.get(p["hardware"], 1.0) if isinstance(price, dict) else price
+    price = per_hardware(ctx["objective"]["price_per_device_hour"], p["hardware"], 1.0)
     cost = price * p["devices"] / 3600.0 / res["tokens_per_s"] * 1e6
     out[prefix + "cost_per_Mtok"] = cost
     metric = ctx["objective"]["metric"]
-    out[prefix + "score"] = -cost if metric == "cost" else res[metric]
+    out[prefix + "score"] = -cost if metric == "cost" else out[prefix + metric]
     return out
 
 
@@ -121,6 +124,10 @@ def evaluate_fast(ctx: dict, points: list[dict]) -> list[dict]:
     from npusim.config.errors import ConfigError
     from npusim.sweep.fast import estimate
 
+    if ctx.get("kind", "train") != "train":
+        from npusim.sweep.serving import evaluate_serving_fast
+
+        return evaluate_serving_fast(ctx, points)
     rows = []
     for p in points:
         model = plan = None
@@ -151,6 +158,10 @@ def evaluate_full(ctx: dict, points: list[dict]) -> list[dict]:
     """Full-tier rows of a batch: the SimPy event simulation of each point (``full_*`` columns)."""
     from npusim.simulate import simulate
 
+    if ctx.get("kind", "train") != "train":
+        from npusim.sweep.serving import evaluate_serving_full
+
+        return evaluate_serving_full(ctx, points)
     rows = []
     for p in points:
         try:

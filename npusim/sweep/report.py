@@ -68,16 +68,24 @@ def _num(x):
 
 def _top(ranked, vary: list[str], n: int = 10) -> list[dict]:
     """The best ``n`` ranked rows with their metrics and breakdown (full tier where simulated)."""
+    from npusim.sweep import serving
+
     out = []
     for _, r in ranked.head(n).iterrows():
         pre = "full_" if r["tier"] == "full" else ""
+        serve = "tpot_s" in r
         out.append({"rank": int(r["rank"]), "tier": r["tier"], "fast_rank": int(r["fast_rank"]), "id": r["id"],
                     "hardware": r["hardware"], "devices": int(r["devices"]),
-                    "model": {k: _num(r[f"model_{k}"]) for k in vary}, "plan": plan_label(r),
+                    "model": {k: _num(r[f"model_{k}"]) for k in vary},
+                    "plan": serving.plan_label(r) if serve else plan_label(r),
                     "step_time_s": _num(r[pre + "step_time_s"]), "mfu": _num(r[pre + "mfu"]),
                     "tokens_per_s": _num(r[pre + "tokens_per_s"]), "peak_memory_GB": _num(r[pre + "peak_memory_GB"]),
                     "cost_per_Mtok": _num(r[pre + "cost_per_Mtok"]),
                     "breakdown_s": {k: _num(r[f"{pre}bd_{k}_s"]) for k in PART_NAMES}})
+        if serve:
+            out[-1].update({k: _num(r[pre + k]) for k in ("batch", "tpot_s", "ttft_s", "tokens_per_s_per_device",
+                                                          "tokens_per_s_per_card")})
+            out[-1].update({k: r[pre + k] for k in ("kv_dtype", "bound")})
     return out
 
 
@@ -91,6 +99,7 @@ def summarize(resolved: dict, frame, ranked, timing: dict) -> dict:
     vary = list(resolved["model"]["vary"])
     return {
         "name": resolved["name"], "objective": resolved["objective"]["metric"], "points": len(frame),
+        "kind": resolved["workload"].get("kind", "train"),
         "status": {k: int(status.get(k, 0)) for k in ("ok", "infeasible", "error")},
         "infeasible_by_reason": {k: int(v) for k, v in sorted(inf.items())},
         "errors": [{"id": r["id"], "message": r["message"]} for _, r in errs.head(5).iterrows()],
@@ -127,9 +136,16 @@ def format_summary(s: dict) -> str:
     for t in s["top"]:
         model = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["model"].items())
         cost = f" cost {t['cost_per_Mtok']:.4g}/Mtok" if s["objective"] == "cost" else ""
-        lines.append(f"  {t['rank']:>2} [{t['tier']}, fast #{t['fast_rank']}] {t['hardware']} x{t['devices']}"
-                     f"{' ' + model if model else ''} | {t['plan']} | MFU {100 * t['mfu']:.1f} % "
-                     f"{t['tokens_per_s']:,.0f} tok/s step {t['step_time_s']:.3f} s mem {t['peak_memory_GB']:.1f} GB{cost}")
+        head = f"  {t['rank']:>2} [{t['tier']}, fast #{t['fast_rank']}] {t['hardware']} x{t['devices']}" + \
+            f"{' ' + model if model else ''} | {t['plan']} | "
+        if "batch" in t:
+            lat = f"TPOT {1e3 * t['tpot_s']:.1f} ms" if t.get("tpot_s") else f"TTFT {1e3 * t['ttft_s']:.1f} ms"
+            lines.append(head + f"batch {t['batch']:.0f} ({t['bound']}) {lat} {t['tokens_per_s_per_device']:,.0f} "
+                         f"tok/s/device {t['tokens_per_s_per_card']:,.0f} tok/s/card KV {t['kv_dtype']} "
+                         f"mem {t['peak_memory_GB']:.1f} GB{cost}")
+        else:
+            lines.append(head + f"MFU {100 * t['mfu']:.1f} % {t['tokens_per_s']:,.0f} tok/s "
+                         f"step {t['step_time_s']:.3f} s mem {t['peak_memory_GB']:.1f} GB{cost}")
         bd = ", ".join(f"{k} {v:.3f}" for k, v in t["breakdown_s"].items() if v)
         lines.append(f"       breakdown s: {bd}")
     return "\n".join(lines)

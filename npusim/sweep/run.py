@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from npusim.sweep.evaluate import PLAN_COLS, evaluate_fast, evaluate_full, metric_cols
+from npusim.sweep.serving import SERVE_PLAN_COLS, WL_COLS, serving_columns
 from npusim.sweep.store import ChunkStore, check_resume, write_spec, write_tables
 
 
@@ -25,12 +26,17 @@ def prepare(spec_path: str | Path) -> tuple[dict, dict, list, list]:
     resolved["base_model"] = base
     resolved["profiles"] = {n: _digest(d) for n, d in dumps.items()}
     resolved["key"] = spec_key(resolved)
-    variants = model_variants(base, spec.model.vary, spec.model.constraints)
+    variants = model_variants(base, spec.model.vary, spec.model.constraints, spec.model.derive)
     points = generate(resolved, variants, profiles)
     obj = resolved["objective"]
-    ctx = {"key": resolved["key"], "base_model": base, "profiles": dumps, "objective": obj,
-           "memory_limit_frac": 1.0 - obj["memory_headroom"], "vary_keys": list(spec.model.vary),
-           "option_keys": [k for k in resolved["plan"] if k != "auto" and k not in PLAN_COLS]}
+    kind = spec.workload.kind
+    plan_cols = PLAN_COLS if kind == "train" else SERVE_PLAN_COLS
+    ctx = {"key": resolved["key"], "base_model": base, "profiles": dumps, "objective": obj, "kind": kind,
+           "memory_limit_frac": 1.0 - obj["memory_headroom"],
+           "vary_keys": list(spec.model.vary) + list(spec.model.derive),
+           "wl_cols": ["seq_len", "global_batch"] if kind == "train" else list(WL_COLS),
+           "max_batch": getattr(spec.workload, "max_batch", None),
+           "option_keys": [k for k in resolved["plan"] if k != "auto" and k not in plan_cols]}
     return resolved, ctx, variants, points
 
 
@@ -87,10 +93,10 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", w
             fast_new, fast_s = _run_tier(ex, evaluate_fast, ctx, fast_store, pending, size, "fast tier")
         fast = {**fast_old, **fast_new}
         top = _full_candidates(fast, resolved["tiers"]["full_top"], resolved["tiers"]["full_per_model"],
-                               ctx["vary_keys"])
+                               ctx["vary_keys"], ctx["wl_cols"])
         full_old = {k: v for k, v in full_store.read().items() if k in top}
         by_id = {p["id"]: p for p in points}
-        pending_full = [by_id[i] for i in top if i not in full_old]
+        pending_full = [_for_full(by_id[i], fast[i], ctx) for i in top if i not in full_old]
         if pending_full:
             ex = ex or make_executor(executor, workers, address)
             full_new, full_s = _run_tier(ex, evaluate_full, ctx, full_store, pending_full,
@@ -111,7 +117,15 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", w
     return summary
 
 
-def _full_candidates(fast: dict[str, dict], n: int, per_model: int = 0, vary: list | None = None) -> list[str]:
+def _for_full(p: dict, row: dict, ctx: dict) -> dict:
+    """A point for the full tier; a serving point carries the batch and KV dtype its search found."""
+    if ctx["kind"] == "train":
+        return p
+    return {**p, "found": {k: row[k] for k in ("batch", "kv_dtype", "bound")}}
+
+
+def _full_candidates(fast: dict[str, dict], n: int, per_model: int = 0, vary: list | None = None,
+                     wl_cols: list | None = None) -> list[str]:
     """Ids of the ``n`` best feasible fast-tier points (score descending, id ascending on ties), then
     the best ``per_model`` of every model variant x hardware x devices x workload not already in."""
     ok = [r for r in fast.values() if r["status"] == "ok" and r.get("score") is not None]
@@ -120,7 +134,7 @@ def _full_candidates(fast: dict[str, dict], n: int, per_model: int = 0, vary: li
     if per_model:
         chosen, seen = set(out), {}
         for r in ok:
-            key = (r["hardware"], r["devices"], r["seq_len"], r["global_batch"],
+            key = (r["hardware"], r["devices"], tuple(r.get(k) for k in wl_cols or ["seq_len", "global_batch"]),
                    tuple(r.get(f"model_{k}") for k in vary or []))
             seen[key] = seen.get(key, 0) + 1
             if seen[key] <= per_model and r["id"] not in chosen:
@@ -131,6 +145,8 @@ def _full_candidates(fast: dict[str, dict], n: int, per_model: int = 0, vary: li
 
 def columns(ctx: dict) -> list[str]:
     """Every column of results.parquet, in order."""
+    if ctx.get("kind", "train") != "train":
+        return serving_columns(ctx)
     inputs = ["id", "index", "hardware", "devices", "seq_len", "global_batch"]
     inputs += [f"model_{k}" for k in ctx["vary_keys"]] + ["total_params_B", "activated_params_B"]
     inputs += list(PLAN_COLS) + list(ctx["option_keys"])

@@ -8,13 +8,18 @@ rows with reason 'divisibility'. Every point gets a stable id: a hash of its inp
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import itertools
 import json
+import operator
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from npusim.sweep.spec import AXES
+from npusim.sweep.spec import AXES, SERVING_AXES
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+           ast.Mod: operator.mod}
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,51 @@ class Variant:
     activated_params_B: Optional[float] = None
 
 
-def build_variant(base: dict, overrides: dict, constraints=None) -> Variant:
-    """Validate one model variant and check it against the parameter constraints."""
+def eval_expr(text: str, values: dict) -> int:
+    """Evaluate an integer expression of model fields (``hidden // 128``): integers, names of integer
+    fields in ``values``, + - * // %, unary minus, parentheses, min() and max(); ValueError otherwise."""
+    def ev(node):
+        """Value of one syntax node."""
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.Name):
+            v = values.get(node.id)
+            if type(v) is not int:
+                raise ValueError(f"{node.id!r} is not an integer model field")
+            return v
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max")
+                and node.args and not node.keywords):
+            return (min if node.func.id == "min" else max)(ev(a) for a in node.args)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            raise ValueError("'/' is not integer division (use //)")
+        raise ValueError(f"unsupported expression element {type(node).__name__}")
+
+    try:
+        return ev(ast.parse(str(text), mode="eval").body)
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse: {e.msg}") from None
+    except ZeroDivisionError:
+        raise ValueError("division by zero") from None
+
+
+def build_variant(base: dict, overrides: dict, constraints=None, derive: dict | None = None) -> Variant:
+    """Validate one model variant (``derive`` expressions evaluated on it and added to its
+    overrides) and check it against the parameter constraints."""
     from npusim.config.errors import ConfigError
     from npusim.config.loader import validate
     from npusim.config.model import ModelConfig
 
+    if derive:
+        values, overrides = {**base, **overrides}, dict(overrides)
+        for key, expr in derive.items():
+            try:
+                values[key] = overrides[key] = eval_expr(expr, values)
+            except ValueError as e:
+                return Variant(overrides, None, "model", f"model.derive.{key} = {expr!r}: {e}")
     name = base.get("name", "model")
     if overrides:
         name += "[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
@@ -54,10 +98,11 @@ def build_variant(base: dict, overrides: dict, constraints=None) -> Variant:
     return Variant(overrides, model, None, "", total, act)
 
 
-def model_variants(base: dict, vary: dict, constraints=None) -> list[Variant]:
-    """Every combination of the ``vary`` axes (in sorted key order), validated and constrained."""
+def model_variants(base: dict, vary: dict, constraints=None, derive: dict | None = None) -> list[Variant]:
+    """Every combination of the ``vary`` axes (in sorted key order), derived fields added, validated
+    and constrained."""
     keys = list(vary)
-    return [build_variant(base, dict(zip(keys, combo)), constraints)
+    return [build_variant(base, dict(zip(keys, combo)), constraints, derive)
             for combo in itertools.product(*(vary[k] for k in keys))]
 
 
@@ -109,6 +154,41 @@ def _auto_values(axis: str, st: dict, c: dict) -> list:
     raise ValueError(f"no auto values for {axis!r}")
 
 
+def _serving_values(axis: str, st: dict, c: dict) -> list:
+    """Serving auto values: attention TP x DP over the instance, routed experts EP x ETP dividing it,
+    shared experts TP over the attention group or the instance, MoE dispatch, W8A8, pp = 1."""
+    model, devices = c["model"], c["devices"]
+    tp, pp = st.get("tp") or 1, st.get("pp") or 1
+    group = devices // pp if devices % pp == 0 else 0  # tp * dp
+    moe = model.is_moe
+    if axis == "tp":
+        node = c["devices_per_node"]
+        return [d for d in divisors(devices) if node % d == 0 and model.heads % d == 0]
+    if axis == "pp":
+        return [1]
+    if axis == "moe_dispatch":
+        return ["allgather", "alltoall"] if moe else [None]
+    if axis == "etp":
+        return [e for e in divisors(group) if model.expert_ffn_hidden % e == 0] if moe and group else [None]
+    if axis == "ep":
+        etp = st.get("etp") or 1
+        return [e for e in divisors(model.experts) if group % (e * etp) == 0] or [1] if moe and group else [None]
+    if axis == "shared_tp":
+        # all-to-all dispatch leaves each attention group its own tokens: shared experts stay on its TP ranks
+        if not (moe and model.shared_experts):
+            return [None]
+        width = model.shared_experts * model.expert_ffn_hidden
+        wide = {tp, group} if st.get("moe_dispatch") == "allgather" else {tp}
+        return [s for s in sorted(wide) if group % s == 0 and width % s == 0] or [tp]
+    if axis == "sp":
+        return [tp > 1]
+    if axis == "precision":
+        return ["int8"]
+    if axis == "kv_precision":
+        return [None]  # auto: 16-bit while the batch fits, then int8 (the batch search tries both)
+    raise ValueError(f"no auto values for {axis!r}")
+
+
 def _axis_values(axis: str, space: dict, st: dict, c: dict) -> list:
     """Values to try for ``axis``: listed in the spec, auto (optionally within a range), or the default."""
     given = space.get(axis)
@@ -116,7 +196,7 @@ def _axis_values(axis: str, space: dict, st: dict, c: dict) -> list:
         return given
     if not space.get("auto"):
         return [None]
-    vals = _auto_values(axis, st, c)
+    vals = _serving_values(axis, st, c) if c.get("serving") else _auto_values(axis, st, c)
     if isinstance(given, dict):
         lo, hi = given.get("min"), given.get("max")
         vals = [v for v in vals if v is None or ((lo is None or v >= lo) and (hi is None or v <= hi))]
@@ -124,24 +204,26 @@ def _axis_values(axis: str, space: dict, st: dict, c: dict) -> list:
 
 
 def plans(space: dict, c: dict) -> Iterator[dict]:
-    """Plan field dicts of the space for one (model, hardware, devices, workload) context."""
-    options = {k: v for k, v in space.items() if k != "auto" and k not in AXES}
+    """Plan field dicts of the space for one (model, hardware, devices, workload) context
+    (``c["serving"]`` selects the serving axes)."""
+    axes = SERVING_AXES if c.get("serving") else AXES
+    options = {k: v for k, v in space.items() if k != "auto" and k not in axes}
     opt_keys = list(options)
     for combo in itertools.product(*(options[k] for k in opt_keys)):
         fixed = dict(zip(opt_keys, combo))
-        for st in _nest(space, c, 0, {}):
+        for st in _nest(space, c, axes, 0, {}):
             yield {**{k: v for k, v in st.items() if v is not None}, **fixed}
 
 
-def _nest(space: dict, c: dict, i: int, st: dict) -> Iterator[dict]:
-    """Depth-first product over AXES, each axis's values computed from the outer choices."""
-    if i == len(AXES):
+def _nest(space: dict, c: dict, axes: tuple, i: int, st: dict) -> Iterator[dict]:
+    """Depth-first product over ``axes``, each axis's values computed from the outer choices."""
+    if i == len(axes):
         yield dict(st)
         return
-    axis = AXES[i]
+    axis = axes[i]
     for v in _axis_values(axis, space, st, c):
         st[axis] = v
-        yield from _nest(space, c, i + 1, st)
+        yield from _nest(space, c, axes, i + 1, st)
     st.pop(axis, None)
 
 
@@ -151,6 +233,24 @@ def point_id(inputs: dict) -> str:
                            digest_size=8).hexdigest()
 
 
+def workload_keys(wl: dict) -> tuple[str, ...]:
+    """Point keys that describe the workload: (seq_len, global_batch) for training, else the serving ones."""
+    return ("seq_len", "global_batch") if wl.get("kind", "train") == "train" else ("kind", "input_len", "output_len", "batch")
+
+
+def workload_points(wl: dict) -> list[dict]:
+    """Every workload combination of the spec, in a fixed order."""
+    if wl.get("kind", "train") == "train":
+        return [{"seq_len": s, "global_batch": g} for s, g in itertools.product(wl["seq_len"], wl["global_batch"])]
+    return [{"kind": wl["kind"], "input_len": i, "output_len": wl.get("output_len"), "batch": b}
+            for i, b in itertools.product(wl["input_len"], wl["batch"])]
+
+
+def devices_for(devices, hw_name: str) -> list[int]:
+    """Device counts of one profile: the spec's list, or its entry of a per-hardware mapping."""
+    return devices[hw_name] if isinstance(devices, dict) else devices
+
+
 def generate(resolved: dict, variants: list[Variant], profiles: dict) -> list[dict]:
     """Every point of the sweep in a deterministic order: hardware, devices, workload, model, plan.
 
@@ -158,21 +258,21 @@ def generate(resolved: dict, variants: list[Variant], profiles: dict) -> list[di
     constraints give one point each (per hardware, devices and workload) carrying their reason.
     """
     wl = resolved["workload"]
+    serving = wl.get("kind", "train") != "train"
     out: list[dict] = []
-    for hw_name, devices, seq, gb in itertools.product(list(profiles), resolved["devices"], wl["seq_len"],
-                                                       wl["global_batch"]):
-        hw = profiles[hw_name]
-        for v in variants:
-            common = {"hardware": hw_name, "devices": devices, "seq_len": seq, "global_batch": gb,
-                      "model": v.overrides}
-            if v.reason is not None:
-                out.append({**common, "plan": {}, "pre": [v.reason, v.message]})
-                continue
-            c = {"model": v.model, "devices": devices, "seq_len": seq, "global_batch": gb,
-                 "devices_per_node": hw.node.devices_per_node}
-            for plan in plans(resolved["plan"], c):
-                out.append({**common, "plan": plan})
+    for hw_name, hw in profiles.items():
+        for devices, wp in itertools.product(devices_for(resolved["devices"], hw_name), workload_points(wl)):
+            for v in variants:
+                common = {"hardware": hw_name, "devices": devices, **wp, "model": v.overrides}
+                if v.reason is not None:
+                    out.append({**common, "plan": {}, "pre": [v.reason, v.message]})
+                    continue
+                c = {"model": v.model, "devices": devices, "devices_per_node": hw.node.devices_per_node,
+                     "serving": serving, **wp}
+                for plan in plans(resolved["plan"], c):
+                    out.append({**common, "plan": plan})
+    keys = ("hardware", "devices", *workload_keys(wl), "model", "plan")
     for i, p in enumerate(out):
-        p["id"] = point_id({k: p[k] for k in ("hardware", "devices", "seq_len", "global_batch", "model", "plan")})
+        p["id"] = point_id({k: p[k] for k in keys})
         p["index"] = i
     return out

@@ -22,7 +22,12 @@ MODEL_ALIASES = {"hidden_size": "hidden", "num_layers": "layers", "num_experts":
 """Megatron-Core / Hugging Face names accepted in ``model.vary`` for npusim's ModelConfig fields."""
 NOT_VARIABLE = ("name", "source", "mla", "attention")
 AXES = ("tp", "cp", "pp", "vpp", "tp_extend_ep", "etp", "ep", "sp", "zero", "recompute", "micro_batch")
-"""Plan axes that ``plan: auto`` enumerates, in loop order (outermost first)."""
+"""Plan axes that ``plan: auto`` enumerates for training, in loop order (outermost first)."""
+SERVING_AXES = ("tp", "pp", "moe_dispatch", "etp", "ep", "shared_tp", "sp", "precision", "kv_precision")
+"""Plan axes that ``plan: auto`` enumerates for serving (decode / prefill), in loop order."""
+NUMERIC_AXES = ("tp", "pp", "vpp", "cp", "ep", "etp", "zero", "micro_batch", "shared_tp")
+"""Plan axes that accept a {min, max} range under ``plan: auto``."""
+METRICS = ("mfu", "tokens_per_s", "tokens_per_s_per_device", "tokens_per_s_per_card", "cost")
 
 
 def _listify(v: Any) -> Any:
@@ -72,6 +77,47 @@ class WorkloadSpec(_Strict):
     """Sequences per optimizer step (one value or a list)."""
 
 
+def _batch_value(v: Any) -> Any:
+    """One serving batch entry: 'auto' or a positive integer."""
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+        return v
+    raise ValueError("expected 'auto' or a positive integer")
+
+
+def _per_hardware(kind: type):
+    """A validator for 'one positive number, or {hardware name: positive number}'."""
+    def check(v: Any) -> Any:
+        """The value, normalised; ValueError when it is not a positive number or such a mapping."""
+        def ok(x: Any) -> bool:
+            """True for a positive number of the wanted kind."""
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 and (kind is float or x == int(x))
+        if isinstance(v, dict):
+            bad = [k for k, x in v.items() if not ok(x)]
+            if bad:
+                raise ValueError(f"{bad[0]}: expected a positive {kind.__name__}, got {v[bad[0]]!r}")
+            return {str(k): kind(x) for k, x in v.items()}
+        if v is None or ok(v):
+            return None if v is None else kind(v)
+        raise ValueError(f"expected a positive {kind.__name__} or a mapping hardware name -> {kind.__name__}")
+    return BeforeValidator(check)
+
+
+class ServingWorkloadSpec(_Strict):
+    """Serving workloads: a decode step (TPOT) or a prefill (TTFT); every input_len x batch is swept."""
+
+    kind: Literal["decode", "prefill"]
+    input_len: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)]
+    """Context of the decode step, or prompt length of the prefill (one value or a list)."""
+    batch: Annotated[list[Annotated[Any, BeforeValidator(_batch_value)]], BeforeValidator(_listify),
+                     Field(min_length=1)] = ["auto"]
+    """Concurrent sequences over the instance; 'auto' = the largest batch that fits in memory and
+    meets the objective's TPOT / TTFT limit (found by bisection)."""
+    output_len: Optional[PositiveInt] = None
+    """Generated tokens per sequence: the KV cache holds input_len + output_len tokens."""
+    max_batch: Optional[PositiveInt] = None
+    """Upper bound of the 'auto' batch search (default: memory alone bounds it)."""
+
+
 class Constraints(_Strict):
     """Parameter budgets in billions (main model, MTP modules excluded, as the papers count)."""
 
@@ -87,17 +133,28 @@ class ModelSpec(_Strict):
     """ModelConfig field (or Megatron/HF alias) -> values; the product of all axes is swept."""
     constraints: Constraints = Constraints()
     """Variants outside a budget are infeasible with reason 'constraint'."""
+    derive: dict[str, str] = {}
+    """ModelConfig field -> integer expression of other fields (``heads: hidden // 128``), applied
+    to every variant after the ``vary`` values."""
 
 
 class ObjectiveSpec(_Strict):
     """What ranks feasible points, and the limits that make a point infeasible."""
 
-    metric: Literal["mfu", "tokens_per_s", "cost"] = "mfu"
-    """mfu and tokens_per_s are maximised; cost (price x device-hours per million tokens) minimised."""
+    metric: Literal[METRICS] = "mfu"  # type: ignore[valid-type]
+    """mfu and tokens_per_s[_per_device|_per_card] are maximised; cost (price x device-hours per
+    million tokens) minimised."""
     memory_headroom: float = Field(0.0, ge=0.0, lt=1.0)
     """Fraction of HBM kept free: a point fits when peak memory <= (1 - headroom) x HBM."""
     max_step_time_s: Optional[float] = Field(None, gt=0)
-    """Points slower than this are infeasible with reason 'step_time'."""
+    """Training: points slower than this are infeasible with reason 'step_time'."""
+    max_tpot_s: Annotated[Any, _per_hardware(float)] = None
+    """Decode: TPOT limit in seconds, one number or per hardware name (reason 'tpot')."""
+    max_ttft_s: Annotated[Any, _per_hardware(float)] = None
+    """Prefill: TTFT limit in seconds, one number or per hardware name (reason 'ttft')."""
+    devices_per_card: Annotated[Any, _per_hardware(int)] = 1
+    """Devices per card, one number or per hardware name, for tokens_per_s_per_card (an Atlas 300I
+    Duo card holds 2 devices)."""
     price_per_device_hour: Union[float, dict[str, float]] = 1.0
     """Price of one device-hour, one number or per hardware name (metric cost)."""
 
@@ -120,8 +177,10 @@ class SweepSpec(_Strict):
     name: str = "sweep"
     description: str = ""
     hardware: Annotated[list[str], BeforeValidator(_listify), Field(min_length=1)]
-    devices: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)]
-    workload: WorkloadSpec
+    devices: Any
+    """A count, a list of counts, or {hardware name: count or list} (checked in ``load_spec``)."""
+    workload: Any
+    """A WorkloadSpec (train, the default kind) or a ServingWorkloadSpec (checked in ``load_spec``)."""
     model: ModelSpec
     plan: Annotated[dict[str, Any], BeforeValidator(_auto)] = {}
     """``auto`` or a mapping of plan fields to a value, a list, or (numeric axes) {min, max}."""
@@ -132,13 +191,17 @@ class SweepSpec(_Strict):
 def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
     """Read and check a sweep spec; return it and its resolved, JSON-ready form (ConfigError on a defect)."""
     from npusim.config.loader import read_mapping, validate
+    from npusim.sweep.spec_checks import check_devices, check_objective, check_workload
 
     src = str(path)
     spec = validate(SweepSpec, read_mapping(path), src)
     base_dir = Path(path).resolve().parent
-    spec = spec.model_copy(update={"model": _check_model(spec.model, src, base_dir),
-                                   "plan": _check_plan(spec.plan, src),
-                                   "hardware": _check_hardware(spec, src, base_dir)})
+    workload = check_workload(spec.workload, src)
+    spec = spec.model_copy(update={"model": _check_model(spec.model, src, base_dir), "workload": workload,
+                                   "plan": _check_plan(spec.plan, src)})
+    hardware, names = _check_hardware(spec, src, base_dir)
+    spec = spec.model_copy(update={"hardware": hardware, "devices": check_devices(spec.devices, names, src)})
+    check_objective(spec, names, src)
     resolved = spec.model_dump(mode="json")
     resolved["key"] = spec_key(resolved)
     return spec, resolved
@@ -163,6 +226,7 @@ def _check_model(ms: ModelSpec, src: str, base_dir: Path) -> ModelSpec:
     from pydantic import TypeAdapter, ValidationError
 
     from npusim.config.model import ModelConfig, load_model
+    from npusim.sweep.spec_checks import check_derive
 
     base = _resolve_path(ms.base, base_dir)
     try:
@@ -185,7 +249,8 @@ def _check_model(ms: ModelSpec, src: str, base_dir: Path) -> ModelSpec:
             except ValidationError as e:
                 raise ConfigError(src, f"model.vary.{key}", v, e.errors()[0]["msg"]) from None
         vary[name] = values
-    return ms.model_copy(update={"base": base, "vary": dict(sorted(vary.items()))})
+    return ms.model_copy(update={"base": base, "vary": dict(sorted(vary.items())),
+                                 "derive": check_derive(ms.derive, vary, load_model(base), fields, src)})
 
 
 def _check_plan(plan: dict, src: str) -> dict:
@@ -206,7 +271,7 @@ def _check_plan(plan: dict, src: str) -> dict:
         if name not in keys:
             raise ConfigError(src, f"plan.{key}", value, "unknown plan key" + did_you_mean(key, keys), ", ".join(keys))
         if isinstance(value, dict):
-            if name not in ("tp", "pp", "vpp", "cp", "ep", "etp", "zero", "micro_batch"):
+            if name not in NUMERIC_AXES:
                 raise ConfigError(src, f"plan.{key}", value, "a {min, max} range needs a numeric axis",
                                   "a value or a list")
             try:
@@ -229,9 +294,9 @@ def _check_plan(plan: dict, src: str) -> dict:
     return out
 
 
-def _check_hardware(spec: SweepSpec, src: str, base_dir: Path) -> list[str]:
+def _check_hardware(spec: SweepSpec, src: str, base_dir: Path) -> tuple[list[str], list[str]]:
     """Resolve every hardware entry to a profile (names stay names, relative paths become absolute);
-    per-hardware prices must name swept profiles."""
+    return the entries and the profile names."""
     from npusim.config.hardware import load_profile
 
     resolved, names = [], []
@@ -244,14 +309,5 @@ def _check_hardware(spec: SweepSpec, src: str, base_dir: Path) -> list[str]:
         resolved.append(path)
     if len(set(names)) != len(names):
         raise ConfigError(src, "hardware", spec.hardware, "a profile is listed twice", "distinct profiles")
-    price = spec.objective.price_per_device_hour
-    if isinstance(price, dict):
-        for k in price:
-            if k not in names:
-                raise ConfigError(src, f"objective.price_per_device_hour.{k}", price[k], "hardware not in the sweep",
-                                  ", ".join(names))
-        missing = [h for h in names if h not in price]
-        if missing and spec.objective.metric == "cost":
-            raise ConfigError(src, "objective.price_per_device_hour", price, f"no price for {missing[0]}",
-                              "a price for every swept profile name")
-    return resolved
+    return resolved, names
+

@@ -127,13 +127,21 @@ def serve_moe(model, sh: ServeShard, load_factor: float = 1.0) -> Pass:
     T_in = sh.instance_tokens if sh.allgather_moe else sh.tokens
     p = Pass([elementwise("post_norm", sh.tokens * h, passes=2.0, flops_per_elem=4)])
     p.ops += _gemm(sh, "router", sh.tokens, model.experts, h)
+    # All-to-all: the TP ranks of an attention group split its tokens (after the reduce-scatter), and
+    # every slice of an expert split etp ways sees all of that expert's tokens.
+    T_disp = max(1, -(-sh.tokens // sh.tp))
+    slots = T_disp * model.top_k * h * ACT_BYTES
     if sh.allgather_moe and group > 1:
         p.comms.append(Comm("moe_allgather", "ep", "all_gather", "instance", group, sh.instance_tokens * h * ACT_BYTES))
-    elif sh.ep > 1:
-        p.comms.append(Comm("ep_dispatch", "ep", "all_to_all", "ep", sh.ep, sh.tokens * model.top_k * h * ACT_BYTES))
+    elif sh.ep > 1 or sh.etp > 1:
+        if sh.ep > 1:
+            p.comms.append(Comm("ep_dispatch", "ep", "all_to_all", "ep", sh.ep, slots))
+        if sh.etp > 1:
+            p.comms.append(Comm("etp_gather", "ep", "all_gather", "etp", sh.etp, slots * sh.etp))
     local = model.experts // sh.ep
-    # Tokens one device's experts process: the instance's (or its EP group's) routed slots / ep.
-    routed = (T_in if sh.allgather_moe else sh.tokens * sh.ep) * model.top_k / sh.ep * load_factor
+    # Tokens one device's experts process: the instance's routed slots / ep (all-gather), or its own
+    # dispatched slots times the expert-TP slices that share each expert (all-to-all).
+    routed = (T_in * model.top_k / sh.ep if sh.allgather_moe else T_disp * model.top_k * sh.etp) * load_factor
     active = max(1, round(active_experts(local, routed)))
     per_expert = max(1, round(routed / active))
     width = model.expert_ffn_hidden // sh.etp
@@ -154,8 +162,11 @@ def serve_moe(model, sh: ServeShard, load_factor: float = 1.0) -> Pass:
             p.comms += _tp_reduce(sh, "tp_shared_out", sh.tokens * h)
     if sh.allgather_moe and group > 1:
         p.comms.append(Comm("moe_reducescatter", "ep", "reduce_scatter", "instance", group, sh.instance_tokens * h * ACT_BYTES))
-    elif sh.ep > 1:
-        p.comms.append(Comm("ep_combine", "ep", "all_to_all", "ep", sh.ep, sh.tokens * model.top_k * h * ACT_BYTES))
+    elif sh.ep > 1 or sh.etp > 1:
+        if sh.etp > 1:
+            p.comms.append(Comm("etp_scatter", "ep", "reduce_scatter", "etp", sh.etp, slots * sh.etp))
+        if sh.ep > 1:
+            p.comms.append(Comm("ep_combine", "ep", "all_to_all", "ep", sh.ep, slots))
     p.ops.append(elementwise("residual", sh.tokens * h, passes=3.0))
     return p
 
