@@ -391,9 +391,9 @@ def record_plan_fields(rec: RunRecord) -> dict:
 
 
 def record_workload(rec: RunRecord) -> "TrainWorkload":
-    """The TrainWorkload of a training row; inference rows are not modelled yet."""
+    """The TrainWorkload of a training row (serving rows: npusim.validate.predict.simulate_serving_record)."""
     if rec.workload != "train":
-        raise NotImplementedError(f"{rec.id}: {rec.workload} workloads are not modelled yet (training only)")
+        raise ValueError(f"{rec.id}: a {rec.workload} row has no training workload; use simulate_serving_record")
     from npusim.config.workload import TrainWorkload
 
     return TrainWorkload(seq_len=rec.seq_len, global_batch=rec.global_batch)

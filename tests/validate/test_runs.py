@@ -92,7 +92,7 @@ def test_workload_and_metric(by_id):
     w = record_workload(by_id["V001"])
     assert (w.seq_len, w.global_batch) == (2048, 512)
     assert measured_metric(by_id["P002"]) == ("tpot_s", pytest.approx(0.01844))
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError):
         record_workload(by_id["P001"])
 
 
