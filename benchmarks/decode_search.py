@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from _common import machine, table
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "sweeps" / "pangu-pro-decode.yaml"
@@ -34,18 +33,6 @@ PUBLISHED = {
 WEIGHT_OPS = ("qkv_proj", "out_proj", "router", "expert_up", "expert_down", "shared_up", "shared_down")
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table."""
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
-
-
-def machine() -> str:
-    """One line describing this machine."""
-    return (f"{platform.platform()}, {platform.machine()}, Python {platform.python_version()} "
-            f"({platform.python_implementation()}), os.cpu_count() = {os.cpu_count()}")
 
 
 def run_cli(out: Path, workers: int) -> tuple[float, dict]:

@@ -10,13 +10,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from _common import machine, table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "sweep.md"
@@ -36,18 +36,6 @@ def capacity_example() -> tuple[float, str]:
     return time.perf_counter() - t0, out.rstrip()
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table (also readable as plain text)."""
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
-
-
-def machine() -> str:
-    """One line describing this machine."""
-    return (f"{platform.platform()}, {platform.machine()}, Python {platform.python_version()} "
-            f"({platform.python_implementation()}), os.cpu_count() = {os.cpu_count()}")
 
 
 def cli_sweep(spec: Path, out: Path, workers: int) -> tuple[float, dict]:

@@ -25,14 +25,7 @@ def pass_parts(p: Pass, hw, plan, places: dict, cache: dict | None = None) -> di
             gemm_s += t
         elif op.kind == "attention" or op.name.startswith("attn_"):
             attn_s += t
-    comm: dict[str, float] = {}
-    for c in p.comms:
-        key = ("comm", c, places[c.group])
-        t = cache.get(key)
-        if t is None:
-            t = cache[key] = collective_time(c, places[c.group], hw)
-        name = f"{c.kind}_comm"
-        comm[name] = comm.get(name, 0.0) + t
+    comm = comm_times(p, hw, places, cache)
     # Overlapped collectives share one budget of hideable kernel time, so two collectives are
     # never hidden behind the same GEMM twice; whatever the budget cannot cover stays exposed.
     budget = [gemm_s + attn_s]
@@ -49,6 +42,19 @@ def pass_parts(p: Pass, hw, plan, places: dict, cache: dict | None = None) -> di
     for k, v in comm.items():
         parts[k] = parts.get(k, 0.0) + v
     return parts
+
+
+def comm_times(p: Pass, hw, places: dict, cache: dict) -> dict[str, float]:
+    """Full time of the pass's collectives per kind ('tp_comm', ...), memoised in ``cache``."""
+    comm: dict[str, float] = {}
+    for c in p.comms:
+        key = ("comm", c, places[c.group])
+        t = cache.get(key)
+        if t is None:
+            t = cache[key] = collective_time(c, places[c.group], hw)
+        name = f"{c.kind}_comm"
+        comm[name] = comm.get(name, 0.0) + t
+    return comm
 
 
 def _exposed(comm_s: float, budget: list[float], hw, parts: dict[str, float]) -> float:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from npusim.cost.collectives import collective_time
 from npusim.cost.compute import memory_efficiency, op_time
 from npusim.cost.memory import activation_bytes_per_layer, chunk_params, grad_bytes_per_param
-from npusim.cost.passes import pass_parts
+from npusim.cost.passes import comm_times, pass_parts
 from npusim.engine.overlap import Interference
 from npusim.engine.pipeline import StageCost
 from npusim.workload.layers import ACT_BYTES, Shard
@@ -172,13 +172,7 @@ def chunk_activation_bytes(model, plan, spec, sh: Shard, load_factor: float = 1.
 def hidden_comm(p: Pass, parts: dict[str, float], hw, places, cache: dict) -> dict[str, float]:
     """Seconds of each kind of communication of a pass hidden behind its compute (all of it minus
     the exposed part ``pass_parts`` reports)."""
-    raw: dict[str, float] = {}
-    for c in p.comms:
-        key = ("comm", c, places[c.group])
-        t = cache.get(key)
-        if t is None:
-            t = cache[key] = collective_time(c, places[c.group], hw)
-        raw[f"{c.kind}_comm"] = raw.get(f"{c.kind}_comm", 0.0) + t
+    raw = comm_times(p, hw, places, cache)
     return {k: v - parts.get(k, 0.0) for k, v in raw.items() if v - parts.get(k, 0.0) > 1e-12}
 
 

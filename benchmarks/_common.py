@@ -1,0 +1,19 @@
+"""Helpers shared by the benchmark scripts: Markdown tables and a one-line machine description."""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table (also readable as plain text)."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    return (f"{platform.platform()}, {platform.machine()}, Python {platform.python_version()} "
+            f"({platform.python_implementation()}), os.cpu_count() = {os.cpu_count()}")
