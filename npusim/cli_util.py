@@ -11,27 +11,24 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"npusim: error: {self.prog}: {message}\n")
 
 
-def positive_int(flag: str):
-    """An argparse type accepting integers >= 1 with a one-line message naming the flag."""
-    def conv(text: str) -> int:
+def _positive(flag: str, cast, what: str):
+    """An argparse type: ``cast(text)`` must be finite and > 0, else a one-line message naming the flag."""
+    def conv(text: str):
         try:
-            v = int(text)
+            v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} = {text!r}: not an integer (allowed: a positive integer)") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{flag} = {v}: must be positive (allowed: >= 1)")
+            raise argparse.ArgumentTypeError(f"{flag} = {text!r}: not {what} (allowed: a positive {what.split()[-1]})") from None
+        if not 0 < v < float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag} = {text}: must be positive and finite (allowed: > 0)")
         return v
     return conv
+
+
+def positive_int(flag: str):
+    """An argparse type accepting integers >= 1."""
+    return _positive(flag, int, "an integer")
 
 
 def positive_float(flag: str):
-    """An argparse type accepting numbers > 0."""
-    def conv(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} = {text!r}: not a number (allowed: a positive number)") from None
-        if not v > 0 or v != v or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"{flag} = {text}: must be a finite positive number")
-        return v
-    return conv
+    """An argparse type accepting finite numbers > 0."""
+    return _positive(flag, float, "a number")
