@@ -200,16 +200,32 @@ def active_experts(local: int, routed_slots: float) -> float:
     return local * (1.0 - (1.0 - 1.0 / local) ** max(0.0, routed_slots))
 
 
-def expected_remote_domains(experts: int, top_k: int, domains: int) -> float:
+def expected_remote_domains(experts: int, top_k: int, domains: int, groups: int = 0,
+                            groups_per_token: int = 0) -> float:
     """Expected number of other domains hosting at least one of a token's top-k experts (uniform
-    routing, experts spread evenly over ``domains``)."""
+    routing, experts spread evenly over ``domains``): (D - 1) / D x the expected domains touched.
+
+    With group-limited routing (DeepSeek-V2/V3: top_k / groups_per_token experts from each of
+    ``groups_per_token`` of ``groups`` groups) a token reaches only the domains of its groups.
+    DeepSeek-V3's node-limited routing, 4 of 8 groups on 8 servers: 7 x (1 - C(7,4)/C(8,4)) = 3.5
+    other servers instead of 4.6 for free top-8 of 256; on 16 servers each group spans two."""
     from math import comb
+
+    def touched(pool: int, held: int, picks: int) -> float:
+        """Of ``pool`` items, ``held`` sit in one domain: P(a domain holds >= 1 of ``picks``)."""
+        return 1.0 - (comb(pool - held, picks) / comb(pool, picks) if pool - held >= picks else 0.0)
 
     if domains <= 1:
         return 0.0
-    per = experts // domains
-    miss = comb(experts - per, top_k) / comb(experts, top_k) if experts - per >= top_k else 0.0
-    return (domains - 1) * (1.0 - miss)
+    g, D = groups_per_token, domains
+    if groups and g and groups % D == 0:
+        hit = D * touched(groups, groups // D, g)
+    elif groups and g and D % groups == 0 and top_k % g == 0:
+        span, per_group = D // groups, experts // groups
+        hit = g * span * touched(per_group, per_group // span, top_k // g)
+    else:
+        hit = D * touched(experts, experts // D, top_k)
+    return (D - 1) / D * hit
 
 
 def ep_all_to_all(model, sh: Shard, phase: str, tokens: float, assign: float) -> list[Comm]:
@@ -219,9 +235,8 @@ def ep_all_to_all(model, sh: Shard, phase: str, tokens: float, assign: float) ->
     if eep <= 1:
         return []
     if sh.a2a == "hierarchical" and sh.ep_domains > 1:
-        remote = expected_remote_domains(model.experts, model.top_k, sh.ep_domains)
-        if model.groups_per_token:
-            remote = min(remote, float(model.groups_per_token))
+        remote = expected_remote_domains(model.experts, model.top_k, sh.ep_domains, model.expert_groups,
+                                         model.groups_per_token)
         return [Comm(f"ep_{phase}_inter", "ep", "all_to_all_inter", "ep", eep, tokens * remote * h * ACT_BYTES,
                      overlappable=True),
                 Comm(f"ep_{phase}_intra", "ep", "all_to_all_intra", "ep", eep, assign * h * ACT_BYTES,
