@@ -124,18 +124,14 @@ def _gemm_spread(m, hw, ep: int, tokens: int, st) -> float:
 
 MOE_ROWS = ["V074", "V075", "V076", "V077", "V097", "V098", "V099", "V100", "V121", "V124"]
 GAPS = [
-    "V074 (Qwen3-30B-A3B, Megatron-Bridge, 16 H100, FP8) is 2.9x slower than predicted, while the "
-    "same model under AutoModel (V099, 8 H100, BF16) is predicted within 12 %: the two frameworks differ "
-    "2.3x on one model, which points at framework overheads of 128 small experts (kernel count, host "
-    "dispatch, padding to capacity) that npusim does not model.",
-    "V077 (DeepSeek-V3, 1024 H100): the recipe's DeepEP dispatcher and all-to-all overlap "
-    "(npusim/validate/runs.py RECIPE_OPTIONS) take it from +62 % to -20 %; the rest depends on how much "
-    "all-to-all the 1F1B overlap really hides and on fine-grained recompute, both approximations here.",
-    "V098 (+34 %, DeepSeek-V3 on 256 H100, AutoModel, FSDP2 + DeepEP): the all-to-all spans 8 servers "
-    "with EP 64; npusim's hierarchical model still sends each token to up to 4 nodes over one NIC per GPU.",
-    "V121 / V124 (MindSpeed-LLM on 910B, -53 %): reliability-B rows whose flags come from example "
-    "scripts; MoE kernels on Ascend (GMM, permute, all-gather dispatcher) run far below the msModeling "
-    "default efficiency that fits the dense Ascend rows within 19 %.",
+    "V077 / V097 / V098 (DeepSeek-V3 on 1024 / 1024 / 256 H100): the all-to-all is hierarchical (DeepEP) "
+    "and group-limited (4 of 8 groups). With EP 64 over 8 servers a group is a server, so a token crosses to "
+    "3.5 other servers on average; with expert TP 2 (V077) EP spans 16 servers and a group two of them "
+    "(5.7 servers). V097 and V098 run the same work per micro-batch, yet V098 is measured {meas:.0%} faster per "
+    "micro-batch than V097; npusim predicts them within {pred:.0%} of each other.",
+    "V076 (gpt-oss-120b, Megatron-Bridge): npusim chooses full recompute (the only policy that fits its memory "
+    "model at micro-batch 4) and still predicts 20 % fast; sliding-window attention with sinks is modelled as "
+    "ordinary windowed flash attention.",
 ]
 
 
@@ -143,14 +139,34 @@ def accuracy_section() -> list[str]:
     """Measured vs predicted on the MoE training rows, and what is known about the gaps."""
     from npusim.validate.compare import format_table, validate_runs
     from npusim.validate.predict import predict_record
-    from npusim.validate.runs import published_path, read_runs
+    from npusim.validate.runs import DISPUTED_ROWS, published_path, read_runs
 
     recs = {r.id: r for r in read_runs(published_path())}
     res = validate_runs([recs[i] for i in MOE_ROWS], predict_record)
+    kept = validate_runs([recs[i] for i in MOE_ROWS if i not in DISPUTED_ROWS], predict_record)["summary"]
+    errs = {r["id"]: abs(r["error_pct"]) for r in res["rows"]}
+    floor = sum(errs[i] for i in DISPUTED_ROWS) / len(MOE_ROWS)
     return (["## Accuracy on the published MoE training rows\n",
-             "Target (issue 3): MAPE <= 15 %. Not met yet; asserted at the current level in "
-             "`tests/validate/test_accuracy_other.py`.\n", "```", format_table(res), "```\n"]
-            + [f"- {g}" for g in GAPS] + [""])
+             f"Target (issue 3): MAPE <= 15 % over the {len(MOE_ROWS)} rows. Measured: {res['summary']['mape_pct']} %; "
+             f"{kept['mape_pct']} % (max {kept['max_ape_pct']} %) over the {kept['n']} rows that no second measurement "
+             "disputes. Both are asserted in `tests/validate/test_accuracy_other.py`.\n", "```", format_table(res), "```\n",
+             f"The three disputed rows alone put the {len(MOE_ROWS)}-row MAPE at {floor:.1f} % or more even if every other "
+             "row were exact, so the target cannot be met without a per-row constant. Why each is disputed "
+             "(`npusim/validate/runs.py` DISPUTED_ROWS; the evidence, with npusim's predictions for both "
+             "measurements, is in [crosscheck.md](crosscheck.md)):\n"]
+            + [f"- {rid}: {why}." for rid, why in DISPUTED_ROWS.items()]
+            + ["", "The other gaps:\n"] + [f"- {g}".format(**per_micro_batch_gap(recs, res)) for g in GAPS] + [""])
+
+
+def per_micro_batch_gap(recs, res) -> dict:
+    """V097 vs V098 (same model, plan and micro-batch): relative step time per micro-batch, measured and predicted."""
+    pred = {r["id"]: r["predicted"] for r in res["rows"]}
+    def per(rid: str, step: float) -> float:
+        r = recs[rid]
+        return step / (r.global_batch // (r.dp * r.micro_batch))
+    m97, m98 = per("V097", recs["V097"].measured_step_time_s), per("V098", recs["V098"].measured_step_time_s)
+    p97, p98 = per("V097", pred["V097"]), per("V098", pred["V098"])
+    return {"meas": 1 - m98 / m97, "pred": abs(p98 / p97 - 1)}
 
 
 def main() -> int:

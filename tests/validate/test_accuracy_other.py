@@ -5,15 +5,17 @@ import pytest
 
 from npusim.validate.compare import format_table, validate_runs
 from npusim.validate.predict import predict_record
-from npusim.validate.runs import published_path, read_runs
+from npusim.validate.runs import DISPUTED_ROWS, published_path, read_runs
 
+MOE_ROWS = ["V074", "V075", "V076", "V077", "V097", "V098", "V099", "V100", "V121", "V124"]
 GROUPS = {
     # name: (row ids, MAPE limit %, per-row limit %)
     "h100-dense": (["V071", "V072", "V073", "V089", "V090", "V091", "V092", "V093", "V094", "V095", "V101"], 12.0, 30.0),
     "ascend-dense": (["V114", "V115", "V116", "V118"], 15.0, 25.0),
-    # Target 15 % (issue 3). Open: recipe details the rows do not state (dispatcher, overlap,
-    # fine-grained recompute) and framework overheads of small experts; see docs/moe.md.
-    "moe-training": (["V074", "V075", "V076", "V077", "V097", "V098", "V099", "V100", "V121", "V124"], 30.0, 70.0),
+    # Target 15 % (issue 3), out of reach while the three DISPUTED_ROWS (docs/crosscheck.md) are in:
+    # they alone put the 10-row MAPE at 17 %. The undisputed rows are gated on their own.
+    "moe-training": (MOE_ROWS, 27.0, 70.0),
+    "moe-training-undisputed": ([i for i in MOE_ROWS if i not in DISPUTED_ROWS], 13.0, 30.0),
 }
 
 

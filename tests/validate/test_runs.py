@@ -216,3 +216,11 @@ def test_line_numbers_count_multiline_cells(tmp_path):
     rows[1]["tp"] = "x"
     msg = _error(_write(tmp_path / "multi.csv", rows))
     assert "multi.csv:4" in msg  # row 2 starts after the two physical lines of row 1
+
+
+def test_disputed_rows_name_published_training_rows_with_a_reason():
+    from npusim.validate.runs import DISPUTED_ROWS
+
+    recs = {r.id: r for r in read_runs(published_path())}
+    for rid, why in DISPUTED_ROWS.items():
+        assert recs[rid].workload == "train" and len(why) > 40
