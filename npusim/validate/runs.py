@@ -365,8 +365,8 @@ RECIPE_SP = ("megatron-core", "nemo-automodel")
 """Conventions whose recipes enable sequence parallelism whenever tp > 1."""
 
 DISPUTED_ROWS = {
-    "V074": "the identical configuration measured 10,494 tokens/s/GPU in the NeMo 25.09 container, 1.99x "
-            "this row's 5,275 (25.11)",
+    "V074": "the same model, GPUs, plan and (balanced) routed work measured 10,494 tokens/s/GPU in the NeMo "
+            "25.09 container (token-drop routing), 1.99x this row's 5,275 (25.11, dropless)",
     "V121": "the README's GPU reference for the same configuration (837 tokens/s/GPU) sits as far below "
             "the prediction on an A100 as this row does on the 910B; the flags benchmarked are not stated",
     "V124": "dense rows of the same README and commit run at the MFU npusim predicts, this MoE row (like "
