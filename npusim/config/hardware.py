@@ -115,7 +115,11 @@ class EfficiencyModel(_Strict):
     vector_fraction: float = Field(gt=0, le=1)
     """Achieved fraction of vector peak for compute-bound elementwise work."""
     launch_overhead_us: float = Field(ge=0)
-    """Fixed cost added to every kernel."""
+    """Fixed cost added to every kernel (matrix kernels and fused attention always; vector and
+    memory-bound kernels too unless ``vector_launch_us`` is set)."""
+    vector_launch_us: Optional[float] = Field(None, ge=0)
+    """Fixed cost of a vector / memory-bound kernel where it differs from a matrix kernel's
+    (msModeling's Ascend static costs: 5 us per cube op, 2 us per vector op); blank = launch_overhead_us."""
     scale_up_fraction: float = Field(gt=0, le=1)
     """Achieved fraction of scale-up link bandwidth by collectives (bus bandwidth / link)."""
     scale_out_fraction: float = Field(gt=0, le=1)

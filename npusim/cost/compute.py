@@ -57,6 +57,8 @@ def op_time(op: Op, hw, precision: str) -> float:
         comp_t = op.flops / (peak * attention_efficiency(d, op.seq))
         return launch + max(comp_t, mem_t)
     comp_t = op.flops / (vector_peak_flops(hw) * d.vector_fraction) if op.flops else 0.0
+    if d.vector_launch_us is not None:
+        launch = d.vector_launch_us * 1e-6
     return launch + max(comp_t, mem_t)
 
 
