@@ -1,6 +1,8 @@
 """`npusim microbench`: time the calibration kernel set with PyTorch on the local accelerator."""
 from __future__ import annotations
 
+from npusim.validate.runs import HARDWARE
+
 
 def register(sub) -> None:
     """Add this command's parser."""
@@ -13,6 +15,12 @@ def register(sub) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "npu"], default="auto",
                    help="where to run (auto: CUDA, else Ascend NPU, else CPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds on a CPU; checks the pipeline only)")
+    p.add_argument("--steps", action="store_true",
+                   help="also time whole single-device bf16 training steps of 1-7B dense and MoE decoders and "
+                        "write them as run records (training_steps.csv) for `npusim validate`")
+    p.add_argument("--hardware", choices=HARDWARE, default=None, metavar="PRESET",
+                   help="hardware preset the training-step records name (default: from the device name, "
+                        "else nvidia-h200-sxm-141g)")
 
 
 def run(args) -> int:
@@ -21,6 +29,8 @@ def run(args) -> int:
 
     from npusim.validate.microbench import run_microbench
 
-    counts = run_microbench(args.out, args.device, args.quick, log=lambda line: print(line, file=sys.stderr))
-    print(f"wrote {args.out}: " + ", ".join(f"{k} ({v} rows)" for k, v in counts.items()) + ", env.json")
+    counts = run_microbench(args.out, args.device, args.quick, log=lambda line: print(line, file=sys.stderr),
+                            steps=args.steps, hardware=args.hardware)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} ({v} rows)" for k, v in counts.items()) + ", env.json"
+          + (f"; then: npusim validate {args.out}/training_steps.csv" if args.steps else ""))
     return 0

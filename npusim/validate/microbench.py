@@ -325,9 +325,10 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def run_microbench(out_dir: str | Path, device: str = "auto", quick: bool = False,
-                   log: Callable[[str], None] | None = None) -> dict[str, int]:
-    """Time the kernel set on ``device`` and write the four CSVs and env.json into ``out_dir``;
-    returns the number of rows per file."""
+                   log: Callable[[str], None] | None = None, steps: bool = False,
+                   hardware: str | None = None) -> dict[str, int]:
+    """Time the kernel set on ``device`` and write the four CSVs and env.json into ``out_dir`` (with
+    ``steps``, also training_steps.csv: npusim.validate.stepbench); returns the number of rows per file."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", "out", str(out), "is a file", "a folder (created when missing)")
@@ -347,5 +348,10 @@ def run_microbench(out_dir: str | Path, device: str = "auto", quick: bool = Fals
             log(f"{name}: {len(rows)} rows")
         if log and key == "grouped" and not any(r["impl"] == "grouped_mm" for r in rows):
             log("note: torch._grouped_mm did not run here; grouped_gemm.csv holds the per-expert loop only")
-    (out / "env.json").write_text(json.dumps(environment(dev, quick), indent=1) + "\n", encoding="utf-8")
+    env = environment(dev, quick)
+    (out / "env.json").write_text(json.dumps(env, indent=1) + "\n", encoding="utf-8")
+    if steps:
+        from npusim.validate.stepbench import run_stepbench
+
+        counts["training_steps.csv"] = run_stepbench(dev, out, env, quick, hardware, log)
     return counts
