@@ -171,7 +171,6 @@ def time_steps(dev: Device, m: StepModel, warmup: int = WARMUP, steps: int = STE
         dev.sync()
         times.append(time.perf_counter() - t0)
     peak = dev.backend.max_memory_allocated() / 1e9 if dev.backend is not None else None
-    del model, opt
     return times, peak
 
 

@@ -46,3 +46,18 @@ def merged(base: dict, **changes) -> dict:
         else:
             out[k] = v
     return out
+
+
+def assert_spec_error(tmp_path: Path, spec: dict, field: str, needle: str) -> None:
+    """Loading ``spec`` fails with one line that starts with the file and the field and contains ``needle``."""
+    import pytest
+
+    from npusim.config.errors import ConfigError
+    from npusim.sweep.spec import load_spec
+
+    path = write_spec(tmp_path, spec)
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: {field} = "), msg
+    assert needle in msg, msg

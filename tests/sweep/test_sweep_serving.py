@@ -7,10 +7,9 @@ import re
 
 import pandas as pd
 import pytest
-from sweep_helpers import write_spec
+from sweep_helpers import assert_spec_error, write_spec
 
 from npusim.cli import main
-from npusim.config.errors import ConfigError
 from npusim.config.hardware import load_profile
 from npusim.config.model import load_model
 from npusim.config.plan import make_plan
@@ -83,12 +82,7 @@ BAD = [
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
 def test_serving_spec_error_is_one_line(tmp_path, case):
     _, spec, field, needle = case
-    path = write_spec(tmp_path, spec)
-    with pytest.raises(ConfigError) as err:
-        load_spec(path)
-    msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"{path}: {field} = "), msg
-    assert needle in msg, msg
+    assert_spec_error(tmp_path, spec, field, needle)
 
 
 def test_serving_spec_resolves(tmp_path):

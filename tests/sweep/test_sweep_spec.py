@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sweep_helpers import SMALL, merged, write_spec
+from sweep_helpers import assert_spec_error, SMALL, merged, write_spec
 
 from npusim.cli import main
 from npusim.config.errors import ConfigError
@@ -41,13 +41,7 @@ BAD = [
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
 def test_spec_error_is_one_line(tmp_path, case):
     _, spec, field, needle = case
-    path = write_spec(tmp_path, spec)
-    with pytest.raises(ConfigError) as err:
-        load_spec(path)
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert msg.startswith(f"{path}: {field} = "), msg
-    assert needle in msg, msg
+    assert_spec_error(tmp_path, spec, field, needle)
 
 
 def test_yaml_syntax_error_is_one_line(tmp_path):
