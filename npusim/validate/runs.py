@@ -240,7 +240,9 @@ def _parse_cell(where: str, col: str, text: str) -> Any:
 
 
 def _check_row(where: str, v: dict[str, Any]) -> None:
-    """Cross-column checks of one typed row."""
+    """Cross-column checks of one typed row (a blank ``workload`` means ``train``)."""
+    if v["workload"] is None:
+        v["workload"] = "train"
     for col in _ALWAYS_REQUIRED + _REQUIRED_BY_WORKLOAD[v["workload"]]:
         if v[col] is None:
             raise ConfigError(where, col, "", f"required for {v['workload']} rows", "a non-blank value")
