@@ -31,9 +31,10 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
     layout = pipeline_layout(schedule, plan.pp, plan.vpp)
     stages = stage_costs(inp, specs, places, cache, load, split_backward=schedule in SPLIT_SCHEDULES)
     m = inp.micro_batches
-    traces = simulate_pipeline(stages, plan.pp, plan.vpp, m, schedule, keep_timeline)
+    traces = simulate_pipeline(stages, plan.pp, plan.vpp, m, schedule, keep_timeline,
+                               pair_fb=bool(plan.ep_overlap) and model.is_moe and plan.expert_ep > 1)
 
-    ends = _rank_ends(inp, traces, layout, specs, places)
+    ends = _rank_ends(inp, traces, layout, specs, places, stages)
     step_s = max(e[0] for e in ends)
     # Explain the step from the busiest rank (the bottleneck stage): its own waits are bubble, and so
     # is the time it idles while other ranks drain the pipeline -- except the part the last rank to
@@ -84,14 +85,19 @@ def _hardware_flops(stages, specs, plan, m: int) -> float:
     return sum(s.hw_flops for s in stages) * m / plan.pp
 
 
-def _rank_ends(inp, traces, layout, specs, places) -> list[tuple[float, int, float, float]]:
-    """Per rank: (end of step, rank, DP tail + exposed ZeRO gather, optimizer) after its pipeline work."""
+def _rank_ends(inp, traces, layout, specs, places, stages) -> list[tuple[float, int, float, float]]:
+    """Per rank: (end of step, rank, DP tail + exposed ZeRO gather, optimizer) after its pipeline work.
+    Overlapped gradient reduction: each chunk's buckets run beside its last backward on the event
+    engine and what they leave (``StageCost.dp_after_s``) queues on the rank's DP stream."""
     model, plan = inp.model, inp.plan
     reduce = [dp_reduce_time(inp, s, places) for s in specs]
     ends = []
     for r, tr in enumerate(traces):
         mine = layout.rank_chunks[r]
-        chunk_red = {c: reduce[s][0] for c, s in enumerate(mine)}
+        if plan.overlap_grad_reduce:
+            chunk_red = {c: stages[s].dp_after_s for c, s in enumerate(mine)}
+        else:
+            chunk_red = {c: reduce[s][0] for c, s in enumerate(mine)}
         gather = sum(reduce[s][1] for s in mine)
         tail = dp_tail(tr, chunk_red, plan.overlap_grad_reduce)
         # ZeRO-1/2 parameter all-gather: overlapped with the next step's forward when enabled, except
@@ -115,6 +121,8 @@ def _schedule_extra(traces, ends, step_s: float, crit: int, breakdown: dict, lay
         "activations_GB_per_rank": [row["activations"] / 1e9 for row in mem],
         "memory_GB_per_rank": [row["total"] / 1e9 for row in mem],
         "parameter_copies": layout.copies,
+        "resource_busy_s": {k: v for k, v in sorted(traces[crit].resource_busy_s.items())},
+        "resource_utilisation": {k: v / step_s for k, v in sorted(traces[crit].resource_busy_s.items())},
         "hidden_comm_s": sum(hidden.values()),
         "hidden_comm_by_part_s": dict(sorted(hidden.items())),
         "exposed_comm_s": sum(v for k, v in breakdown.items() if k.endswith("_comm")),

@@ -34,6 +34,10 @@ class ChipSpec(_Strict):
     """Device memory capacity in GB (1e9 bytes)."""
     hbm_bandwidth_GBps: PositiveFloat
     """Datasheet device-memory bandwidth, GB/s."""
+    separate_vector_unit: bool = False
+    """True when vector kernels run on their own cores beside the matrix unit (Ascend A2/A3: AIV next
+    to AIC), so the event engine gives them a stream of their own; False when both share one pool
+    (GPU SMs; Ascend 310P)."""
     source: str
     """Citation for every number in this section."""
 

@@ -25,16 +25,33 @@ class Placement:
     """Leaf switches the group spans (1 = traffic stays under one leaf)."""
 
 
-def place_group(size: int, stride: int, domain: int, nodes_per_leaf: int, devices_per_node: int) -> Placement:
-    """Placement of ranks ``r, r+stride, ...`` (``size`` of them) over domains of ``domain`` devices."""
+def place_group(size: int, stride: int, domain: int, nodes_per_leaf: int, devices_per_node: int,
+                topology: str = "clos") -> Placement:
+    """Placement of ranks ``r, r+stride, ...`` (``size`` of them) over domains of ``domain`` devices.
+
+    Leaf/spine (``clos``, ``fat_tree``: a fat tree is a folded Clos): a leaf holds all NICs of
+    ``nodes_per_leaf`` servers, and traffic between servers under different leaves crosses the
+    spine. ``rail_optimized``: NIC i of every server goes to rail switch i, which holds
+    ``nodes_per_leaf x devices_per_node`` servers' NIC i (the same ports as a leaf): a group whose
+    members share their local index (stride a multiple of the server size) stays on one rail over
+    that many servers, while cross-rail traffic between servers crosses the spine."""
     if size <= 1:
         return Placement(1, 1, 1, 1)
     per_domain = 1 if stride >= domain else min(size, max(1, domain // stride))
     domains = math.ceil(size / per_domain)
     span_devices = (size - 1) * stride + 1
     leaf_devices = nodes_per_leaf * devices_per_node
-    leaves = max(1, math.ceil(span_devices / leaf_devices)) if domains > 1 else 1
-    return Placement(size, per_domain, domains, leaves)
+    if domains <= 1:
+        return Placement(size, per_domain, 1, 1)
+    if topology == "rail_optimized":
+        same_rail = stride % devices_per_node == 0
+        if same_rail:
+            servers = math.ceil(span_devices / devices_per_node)
+            leaves = max(1, math.ceil(servers / leaf_devices))
+        else:
+            leaves = max(2, math.ceil(span_devices / leaf_devices))
+        return Placement(size, per_domain, domains, leaves)
+    return Placement(size, per_domain, domains, max(1, math.ceil(span_devices / leaf_devices)))
 
 
 def build_graph(hw, devices: int):

@@ -38,6 +38,8 @@ class RankTrace:
     """(kind, stage, micro-batch, start, end) for the timeline."""
     hidden_comm_s: dict[str, float] = field(default_factory=dict)
     """Communication seconds hidden behind compute, by part (pass-level overlap and FB pairs)."""
+    resource_busy_s: dict[str, float] = field(default_factory=dict)
+    """Resource-seconds used per resource over the step's units (matrix, vector, hbm, su, nic, spine)."""
     live: set[tuple[int, ...]] = field(default_factory=set)
     """Counts held after each unit that can raise memory: per local chunk, micro-batches whose
     activations wait for their B, then per local chunk those whose W is still pending."""
@@ -76,6 +78,15 @@ class StageCost:
     """Slowdowns while communication overlaps computation (from the hardware profile)."""
     hidden_s: dict[str, dict[str, float]] = field(default_factory=dict)
     """Communication hidden inside a unit by pass-level overlap: role ('F', 'B', 'Bi') -> part -> s."""
+    busy_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Resource-seconds each unit role uses per resource (matrix, vector, hbm, su, nic, spine)."""
+    spec: object = None
+    """The chunk this stage holds (``ChunkSpec``)."""
+    dp_after_s: float = 0.0
+    """DP gradient traffic the last backward leaves behind (including its slowdown of that backward)."""
+    pair_fn: object = field(default=None, compare=False)
+    """``pair_fn(f_spec, b_spec, b_split) -> (parts, seconds, hidden, busy)``: an overlapped forward +
+    backward pair on the event engine; without it pairs use ``npusim.engine.overlap.fb_parts``."""
 
 
 class Engine:
@@ -88,6 +99,8 @@ class Engine:
         self.traces = [RankTrace() for _ in range(layout.pp)]
         self.cost: dict[tuple, tuple[dict[str, float], float, dict[str, float]]] = {}
         self.fb_cost: dict[tuple[int, int, bool], tuple[dict[str, float], float, dict[str, float]]] = {}
+        self.busy: dict[tuple, dict[str, float]] = {}
+        """Resource-seconds per unit cost key (``role_cost`` / ``pair_cost``)."""
         self.state = [([0] * len(c), [0] * len(c)) for c in layout.rank_chunks]
         self.finished = 0
         """Ranks whose process ran all its units."""
@@ -169,12 +182,18 @@ class Engine:
                 raise ValueError(f"stage {stage} has no backward_input/backward_weight split, which "
                                  f"schedule {self.layout.schedule!r} needs")
             hit = self.cost[key] = (parts, sum(parts.values()), s.hidden_s.get(role, {}))
+            self.busy[key] = s.busy_s.get(role, {})
         return hit
 
     def pair_cost(self, f_stage: int, b_stage: int, b_split: bool):
         """(parts, seconds, hidden comm) of an overlapped forward + backward pair."""
         key = (f_stage, b_stage, b_split)
         hit = self.fb_cost.get(key)
+        if hit is None and self.stages[f_stage].pair_fn is not None:
+            fs, bs = self.stages[f_stage], self.stages[b_stage]
+            parts, dur, hidden, busy = fs.pair_fn(fs.spec, bs.spec, b_split)
+            hit = self.fb_cost[key] = (parts, dur, hidden)
+            self.busy[("FB",) + key] = busy
         if hit is None:
             fs, bs = self.stages[f_stage], self.stages[b_stage]
             f_parts, _, f_hid = self.role_cost(f_stage, "F")
@@ -196,9 +215,13 @@ class Engine:
         if kind == "FB":
             cb, ib = unit[3], unit[4]
             parts, dur, hidden = self.pair_cost(stage, chunks[cb], split)
+            busy = self.busy.get(("FB", stage, chunks[cb], split), {})
         else:
             role = "B" if kind == "B" and not split else ("Bi" if kind == "B" else kind)
             parts, dur, hidden = self.role_cost(stage, role)
+            busy = self.busy.get((stage, role), {})
+        for k, v in busy.items():
+            tr.resource_busy_s[k] = tr.resource_busy_s.get(k, 0.0) + v
         start = env.now
         yield env.timeout(dur)
         for k, v in parts.items():
@@ -243,11 +266,13 @@ def static_rank(eng: Engine, r: int, order: list[tuple]):
 
 
 def simulate_pipeline(stages: list[StageCost], pp: int, vpp: int, m: int, schedule: str,
-                      keep_events: bool = False) -> list[RankTrace]:
-    """Run the schedule over ``stages`` (one StageCost per layer chunk); return one trace per rank."""
+                      keep_events: bool = False, pair_fb: bool = False) -> list[RankTrace]:
+    """Run the schedule over ``stages`` (one StageCost per layer chunk); return one trace per rank.
+    ``pair_fb`` runs the steady-state forward/backward pairs of 1F1B and interleaved 1F1B as
+    overlapped units (``schedules.pair_steady``)."""
     import simpy
 
-    from npusim.engine.schedules import schedule_orders
+    from npusim.engine.schedules import pair_steady, schedule_orders
     from npusim.engine.zerobubble import greedy_rank
 
     env = simpy.Environment()
@@ -260,6 +285,8 @@ def simulate_pipeline(stages: list[StageCost], pp: int, vpp: int, m: int, schedu
             env.process(greedy_rank(eng, r))
     else:
         orders = schedule_orders(schedule, pp, vpp, m)
+        if pair_fb and schedule in ("1f1b", "interleaved"):
+            orders = [pair_steady(o) for o in orders]
         for r in range(pp):
             env.process(static_rank(eng, r, orders[r]))
     env.run()

@@ -49,6 +49,26 @@ def interleaved(rank: int, pp: int, vpp: int, m: int) -> list[Unit]:
     return order
 
 
+def pair_steady(order: list[Unit]) -> list[Unit]:
+    """The order with each steady-state backward and the forward after it merged into one
+    overlapped ('FB', ...) unit: Megatron-Core's 1F1B all-to-all overlap (and Pangu's adaptive pipe
+    overlap) run one micro-batch's forward beside another's backward so each hides the other's EP
+    all-to-all. Pairing a backward with the *next* forward (one more warm-up forward) keeps every
+    pair's inputs produced by earlier units, so no rank waits on itself."""
+    out: list[Unit] = []
+    i = 0
+    while i < len(order):
+        u = order[i]
+        nxt = order[i + 1] if i + 1 < len(order) else None
+        if u[0] == "B" and nxt is not None and nxt[0] == "F":
+            out.append(("FB", nxt[1], nxt[2], u[1], u[2]))
+            i += 2
+            continue
+        out.append(u)
+        i += 1
+    return out
+
+
 def schedule_orders(name: str, pp: int, vpp: int, m: int) -> list[list[Unit]]:
     """Per-rank unit orders of a named schedule ('forward' = inference: forwards only, in order).
 

@@ -65,7 +65,7 @@ def _stage_pass(model, spec, sh: ServeShard, wl) -> Pass:
     """Forward pass of one pipeline stage, including embedding, head and speculative drafting."""
     p = Pass()
     if spec.embedding:
-        p.ops.append(elementwise("embedding_lookup", sh.tokens * model.hidden, passes=1.0, flops_per_elem=0))
+        p.add(elementwise("embedding_lookup", sh.tokens * model.hidden, passes=1.0, flops_per_elem=0))
     for moe, count in ((False, spec.dense_layers), (True, spec.moe_layers)):
         if count:
             lp = serve_layer(model, sh, moe)

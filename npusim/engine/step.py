@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from npusim.cost.collectives import collective_time
 from npusim.cost.compute import memory_efficiency, op_time
@@ -9,10 +10,13 @@ from npusim.cost.memory import activation_bytes_per_layer, chunk_params, grad_by
 from npusim.cost.passes import comm_times, pass_parts
 from npusim.engine.overlap import Interference
 from npusim.engine.pipeline import StageCost
+from npusim.engine.unitcost import UnitCoster, hidden_of
 from npusim.workload.layers import ACT_BYTES, Shard
-from npusim.workload.ops import Comm, Op, Pass
+from npusim.workload.ops import Comm, Marker, Op, Pass
 from npusim.workload.routing import LoadStats, RoutingSpec, load_stats
-from npusim.workload.passes import (backward_pass, extras_forward, layer_forward,
+from npusim.engine.opgraph import LAYER_START
+from npusim.workload.layers import embedding_pass, head_pass, mtp_pass
+from npusim.workload.passes import (ChunkSpec, backward_pass, extras_forward, layer_forward,
                                     recompute_of)
 
 OPTIMIZER_BYTES_PER_PARAM = 34.0
@@ -58,33 +62,87 @@ def moe_load(inp: StepInputs, places) -> LoadStats:
     return load_stats(routing_spec(plan), model, plan.expert_ep, max(1, tokens))
 
 
-def chunk_passes(inp: StepInputs, sh: Shard, spec, load_factor: float = 1.0) -> tuple[Pass, Pass]:
-    """Forward and backward (with recomputation) passes of one chunk for one micro-batch; routed
-    expert work and all-to-all sized for a device carrying ``load_factor`` x the mean load."""
+ZERO3_PREFETCH_LAYERS = 1
+"""ZeRO-3 parameter gathers in flight ahead of the layer that needs them (Megatron-FSDP and
+DeepSpeed prefetch the next layer's parameters while the current one computes)."""
+
+
+def _layer_spec(spec, moe: bool) -> ChunkSpec:
+    """A one-layer chunk of the kind given (its parameters are one layer's)."""
+    return ChunkSpec(spec.index, 0 if moe else 1, 1 if moe else 0, False, False, 0)
+
+
+def _dp_comms(inp: StepInputs, spec, prefix: str, kind: str, grad: bool) -> list[Comm]:
+    """ZeRO-3 parameter gathers (``grad`` False) or DP gradient buckets (True) of ``spec``'s
+    parameters: dense ones over the DP x CP group, expert ones over the expert-DP group."""
     model, plan = inp.model, inp.plan
+    p = chunk_params(model, plan, spec)
+    per = grad_bytes_per_param(plan) if grad else 2
+    out = []
+    edp = max(1, plan.tp * plan.cp * plan.dp // (plan.expert_ep * plan.expert_tp))
+    for n, group, size in ((p.dense, "dp_cp", plan.dp * plan.cp), (p.expert, "edp", edp)):
+        if n > 0:
+            out.append(Comm(f"{prefix}_{group}", "dp", kind, group, size, n * per, overlappable=True))
+    return out
+
+
+def chunk_passes(inp: StepInputs, sh: Shard, spec, load_factor: float = 1.0,
+                 dp_buckets: bool = False) -> tuple[Pass, Pass]:
+    """Forward and backward (with recomputation) passes of one chunk for one micro-batch in program
+    order; routed expert work and all-to-all sized for a device carrying ``load_factor`` x the mean
+    load. Each layer starts with a ``layer_start`` marker; ZeRO-3 gathers each layer's parameters
+    before its forward and again before its backward (and recompute); ``dp_buckets`` adds each
+    layer's gradient reduction after its backward (the last micro-batch's backward)."""
+    model, plan = inp.model, inp.plan
+    zero3 = plan.zero >= 3 and plan.dp * plan.cp > 1
+    red = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
     fwd, bwd = Pass(), Pass()
+    if spec.embedding:
+        fwd.extend(embedding_pass(model, sh))
+    layers = []
     for moe, count in ((False, spec.dense_layers), (True, spec.moe_layers)):
         if not count:
             continue
         lf = layer_forward(model, sh, moe, load_factor)
         lb = backward_pass(lf)
         rc = recompute_of(lf, plan.recompute)
+        one = _layer_spec(spec, moe)
+        gather = _dp_comms(inp, one, "zero3_param_gather", "all_gather", False) if zero3 else []
+        bucket = _dp_comms(inp, one, "dp_grad_bucket", red, True) if dp_buckets else []
         for _ in range(count):
+            fwd.add(Marker(LAYER_START), *gather)
             fwd.extend(lf)
-            bwd.extend(rc)
-            bwd.extend(lb)
-    ex = extras_forward(model, sh, spec)
-    fwd.extend(ex)
-    bwd.extend(backward_pass(ex))
+            layers.append((rc, lb, gather, bucket))
+    tail = Pass()
+    for _ in range(spec.mtp):
+        tail.extend(mtp_pass(model, sh))
+    if spec.head:
+        tail.extend(head_pass(model, sh))
+    fwd.extend(tail)
+    bwd.extend(backward_pass(tail))
+    for rc, lb, gather, bucket in reversed(layers):
+        bwd.add(Marker(LAYER_START), *gather)
+        bwd.extend(rc)
+        bwd.extend(lb)
+        bwd.add(*bucket)
+    if spec.embedding:
+        bwd.extend(backward_pass(embedding_pass(model, sh)))
+    if dp_buckets:
+        extra = ChunkSpec(spec.index, 0, 0, spec.embedding, spec.head, spec.mtp)
+        bwd.add(*_dp_comms(inp, extra, "dp_grad_bucket", red, True))
     if plan.precision == "fp8":
-        fwd.ops.extend(fp8_casts(fwd.ops))
-        bwd.ops.extend(fp8_casts(bwd.ops))
-    if plan.zero >= 3 and plan.dp * plan.cp > 1:
-        cp_ = chunk_params(model, plan, spec)
-        gather = Comm("zero3_param_gather", "dp", "all_gather", "dp_cp", plan.dp * plan.cp, cp_.dense * 2, overlappable=True)
-        fwd.comms.append(gather)
-        bwd.comms.append(gather)
+        fwd, bwd = Pass(with_fp8_casts(fwd.items)), Pass(with_fp8_casts(bwd.items))
     return fwd, bwd
+
+
+def with_fp8_casts(items: list) -> list:
+    """Items with each GEMM's FP8 quantisation kernel just before it (``fp8_casts``)."""
+    out = []
+    for it in items:
+        if isinstance(it, Op):
+            out.extend(fp8_casts([it]))
+        out.append(it)
+    return out
 
 
 def fp8_casts(ops) -> list:
@@ -100,38 +158,46 @@ def fp8_casts(ops) -> list:
 
 def stage_costs(inp: StepInputs, specs, places, cache: dict, load: LoadStats | None = None,
                 split_backward: bool = False) -> list[StageCost]:
-    """Per-stage forward/backward parts and p2p time. With an imbalanced router the busiest device
-    sets the time; its excess over the balanced time is the ``imbalance`` part. ``split_backward``
-    also costs the backward's input-gradient and weight-gradient parts apart (zero-bubble and
-    DualPipe schedules)."""
+    """Per-stage unit costs from the op-level event engine (``npusim.engine.unitcost``): forward and
+    backward parts, p2p time, the input-/weight-gradient split for split schedules, the overlapped
+    forward+backward pair of any two stages (``StageCost.pair``), and the DP gradient traffic
+    left after the last backward (``dp_after_s``, contending with that backward's traffic)."""
     load = load or LoadStats(1.0, 1.0, 0.0, 0.0)
     sh = make_shard(inp.model, inp.plan, inp.seq_len, places["ep"].domains, load.dropped_fraction)
     p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, sh.tokens * inp.model.hidden * ACT_BYTES / inp.plan.tp)
     p2p_s = collective_time(p2p, places["pp"], inp.hw) if inp.plan.pp > 1 else 0.0
     inter = interference(inp.hw)
+    coster = UnitCoster(inp, places, sh, load.max_over_mean, cache)
     by_sig: dict[tuple, StageCost] = {}
     out = []
     for spec in specs:
         sig = (spec.dense_layers, spec.moe_layers, spec.embedding, spec.head, spec.mtp)
         if sig not in by_sig:
             fwd, bwd = chunk_passes(inp, sh, spec)
-            loaded = chunk_passes(inp, sh, spec, load.max_over_mean) if spec.moe_layers and load.max_over_mean != 1.0 else None
             flops = sum(o.flops for o in fwd.ops + bwd.ops if o.kind in ("gemm", "grouped_gemm", "attention"))
-            f_parts = _parts(fwd, loaded and loaded[0], inp, places, cache)
-            b_parts = _parts(bwd, loaded and loaded[1], inp, places, cache)
-            hidden = {"F": hidden_comm(fwd, f_parts, inp.hw, places, cache),
-                      "B": hidden_comm(bwd, b_parts, inp.hw, places, cache)}
+            roles = ("F", "B", "Bi", "W") if split_backward else ("F", "B")
+            units = {r: coster.unit([(spec, r)]) for r in roles}
+            dp_after = 0.0
+            if inp.plan.overlap_grad_reduce and (places["dp_cp"].size > 1 or places["edp"].size > 1):
+                _, with_dp = coster.unit([(spec, "Bdp")])
+                dp_after = max(0.0, with_dp.duration_s - units["B"][1].duration_s) + with_dp.dp_tail_s
             extra = {}
             if split_backward:
-                bi, bw = split_weight_grad(bwd)
-                bi_x, bw_x = split_weight_grad(loaded[1]) if loaded else (None, None)
-                extra = {"backward_input": _parts(bi, bi_x, inp, places, cache),
-                         "backward_weight": _parts(bw, bw_x, inp, places, cache)}
-                hidden["Bi"] = hidden_comm(bi, extra["backward_input"], inp.hw, places, cache)
-            by_sig[sig] = StageCost(f_parts, b_parts, p2p_s, flops, matrix_fraction=matrix_fraction(fwd, bwd, inp, cache),
-                                    interference=inter, hidden_s=hidden, **extra)
+                extra = {"backward_input": units["Bi"][0], "backward_weight": units["W"][0]}
+            by_sig[sig] = StageCost(units["F"][0], units["B"][0], p2p_s, flops,
+                                    matrix_fraction=matrix_fraction(fwd, bwd, inp, cache), interference=inter,
+                                    hidden_s={r: hidden_of(u[1]) for r, u in units.items()},
+                                    busy_s={r: dict(u[1].busy_s) for r, u in units.items()},
+                                    spec=spec, dp_after_s=dp_after, pair_fn=partial(pair_unit, coster), **extra)
         out.append(by_sig[sig])
     return out
+
+
+def pair_unit(coster: "UnitCoster", f_spec, b_spec, b_split: bool):
+    """(parts, seconds, hidden comm, resource busy) of a forward of ``f_spec`` and a backward of
+    ``b_spec`` run as one overlapped unit on the event engine."""
+    parts, run = coster.unit([(f_spec, "F"), (b_spec, "Bi" if b_split else "B")])
+    return parts, sum(parts.values()), hidden_of(run), dict(run.busy_s)
 
 
 def _parts(p: Pass, loaded: Pass | None, inp: StepInputs, places, cache: dict) -> dict[str, float]:
@@ -147,7 +213,7 @@ def split_weight_grad(bwd: Pass) -> tuple[Pass, Pass]:
     """(input-gradient pass, weight-gradient pass) of a backward pass: the weight-gradient GEMMs
     (and their FP8 casts) form W; everything else, collectives included, is B."""
     w = [o for o in bwd.ops if "_wgrad" in o.name]
-    return Pass([o for o in bwd.ops if "_wgrad" not in o.name], list(bwd.comms)), Pass(w, [])
+    return Pass([i for i in bwd.items if not (isinstance(i, Op) and "_wgrad" in i.name)]), Pass(w)
 
 
 def weight_grad_bytes(inp: StepInputs, spec, load_factor: float = 1.0) -> float:
@@ -231,9 +297,6 @@ def dp_tail(trace, chunk_reduce: dict[int, float], overlap: bool) -> float:
         return sum(chunk_reduce.values())
     t = 0.0
     for c in sorted(chunk_reduce, key=lambda c: trace.last_backward_end_s.get(c, 0.0)):
-        start = trace.last_backward_start_s.get(c, 0.0)
-        end = trace.last_backward_end_s.get(c, 0.0)
-        # Layer buckets become ready evenly through the chunk's last backward; the stream is serial.
-        t = max(t, start) + chunk_reduce[c]
-        t = max(t, end + chunk_reduce[c] / 8.0)
+        # What the buckets leave after the chunk's last backward queues on the serial DP stream.
+        t = max(t, trace.last_backward_end_s.get(c, 0.0)) + chunk_reduce[c]
     return max(0.0, t - trace.finish_s)

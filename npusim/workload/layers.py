@@ -100,35 +100,35 @@ def attention_pass(model, sh: Shard) -> Pass:
     """Forward of one attention block: norm, projections, core, output projection, residual."""
     h, T, t = model.hidden, sh.tokens, sh.tp
     p = Pass()
-    p.ops.append(elementwise("input_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
-    p.comms += tp_collective("sp_gather_attn", sh, T * h, after_row_parallel=False)
+    p.add(elementwise("input_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
+    p.add(*tp_collective("sp_gather_attn", sh, T * h, after_row_parallel=False))
     heads_l = model.heads // t
     if model.attention == "mla":
         m = model.mla
         qk, dv = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
         if m.q_lora_rank:
-            p.ops.append(gemm("q_down", T, m.q_lora_rank, h))
-            p.ops.append(elementwise("q_norm", T * m.q_lora_rank))
-            p.ops.append(gemm("q_up", T, heads_l * qk, m.q_lora_rank))
+            p.add(gemm("q_down", T, m.q_lora_rank, h))
+            p.add(elementwise("q_norm", T * m.q_lora_rank))
+            p.add(gemm("q_up", T, heads_l * qk, m.q_lora_rank))
         else:
-            p.ops.append(gemm("q_proj", T, heads_l * qk, h))
-        p.ops.append(gemm("kv_down", T, m.kv_lora_rank + m.qk_rope_head_dim, h))
-        p.ops.append(elementwise("kv_norm", T * m.kv_lora_rank))
-        p.ops.append(gemm("kv_up", T, heads_l * (m.qk_nope_head_dim + dv), m.kv_lora_rank))
-        p.ops.append(elementwise("rope", T * heads_l * m.qk_rope_head_dim * 2))
+            p.add(gemm("q_proj", T, heads_l * qk, h))
+        p.add(gemm("kv_down", T, m.kv_lora_rank + m.qk_rope_head_dim, h))
+        p.add(elementwise("kv_norm", T * m.kv_lora_rank))
+        p.add(gemm("kv_up", T, heads_l * (m.qk_nope_head_dim + dv), m.kv_lora_rank))
+        p.add(elementwise("rope", T * heads_l * m.qk_rope_head_dim * 2))
     else:
         d = model.d_head
         kv_l = max(1, model.n_kv_heads // t)
         qk, dv = d, d
-        p.ops.append(gemm("qkv_proj", T, (heads_l + 2 * kv_l) * d, h))
-        p.ops.append(elementwise("rope", T * (heads_l + kv_l) * d))
+        p.add(gemm("qkv_proj", T, (heads_l + 2 * kv_l) * d, h))
+        p.add(elementwise("rope", T * (heads_l + kv_l) * d))
     if sh.cp > 1:
         kv_elems = sh.micro_batch * sh.seq_len * 2 * (model.n_kv_heads if model.attention != "mla" else model.heads) * dv // t
-        p.comms.append(Comm("cp_kv_gather", "cp", "all_gather", "cp", sh.cp, kv_elems * ACT_BYTES, overlappable=True))
-    p.ops.extend(attention_core(model, sh, heads_l, qk, dv))
-    p.ops.append(gemm("out_proj", T, h, heads_l * dv))
-    p.comms += tp_collective("tp_attn_out", sh, T * h, after_row_parallel=True)
-    p.ops.append(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
+        p.add(Comm("cp_kv_gather", "cp", "all_gather", "cp", sh.cp, kv_elems * ACT_BYTES, overlappable=True))
+    p.add(*attention_core(model, sh, heads_l, qk, dv))
+    p.add(gemm("out_proj", T, h, heads_l * dv))
+    p.add(*tp_collective("tp_attn_out", sh, T * h, after_row_parallel=True))
+    p.add(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
     return p
 
 
@@ -146,11 +146,11 @@ def dense_mlp_pass(model, sh: Shard) -> Pass:
     """Forward of one dense FFN block with its TP collectives."""
     h, T = model.hidden, sh.tokens
     p = Pass()
-    p.ops.append(elementwise("post_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
-    p.comms += tp_collective("sp_gather_mlp", sh, T * h, after_row_parallel=False)
-    p.ops.extend(ffn_ops(model, T, model.ffn_hidden // sh.tp, "mlp"))
-    p.comms += tp_collective("tp_mlp_out", sh, T * h, after_row_parallel=True)
-    p.ops.append(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
+    p.add(elementwise("post_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
+    p.add(*tp_collective("sp_gather_mlp", sh, T * h, after_row_parallel=False))
+    p.add(*ffn_ops(model, T, model.ffn_hidden // sh.tp, "mlp"))
+    p.add(*tp_collective("tp_mlp_out", sh, T * h, after_row_parallel=True))
+    p.add(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
     return p
 
 
@@ -162,33 +162,33 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     """
     h = model.hidden
     p = Pass()
-    p.ops.append(elementwise("post_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
+    p.add(elementwise("post_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
     T_unique = sh.tokens // sh.tp  # tokens this device routes (TP ranks split the token set)
-    p.ops.append(gemm("router", T_unique, model.experts, h))
-    p.ops.append(elementwise("router_softmax_topk", T_unique * model.experts, passes=2.0, flops_per_elem=6))
+    p.add(gemm("router", T_unique, model.experts, h))
+    p.add(elementwise("router_softmax_topk", T_unique * model.experts, passes=2.0, flops_per_elem=6))
     assign = T_unique * model.top_k * (1.0 - sh.dropped_fraction) * load_factor
-    p.ops.append(elementwise("permute", assign * h, passes=2.0))
+    p.add(elementwise("permute", assign * h, passes=2.0))
     eep, etp = sh.expert_ep, sh.expert_tp
     if etp > 1:
-        p.comms.append(Comm("etp_gather", "ep", "all_gather", "etp", etp, assign * etp * h * ACT_BYTES))
+        p.add(Comm("etp_gather", "ep", "all_gather", "etp", etp, assign * etp * h * ACT_BYTES))
     a2a = ep_all_to_all(model, sh, "dispatch", T_unique * load_factor, assign)
-    p.comms += a2a
+    p.add(*a2a)
     local_experts = model.experts // eep
     active = max(1, round(active_experts(local_experts, assign * etp)))
     tok_per_expert = max(1, round(assign * etp / active))
     width = model.expert_ffn_hidden // etp
     up_n = width * (2 if model.mlp == "swiglu" else 1)
-    p.ops.append(gemm("expert_up", tok_per_expert, up_n, h, groups=active))
-    p.ops.append(elementwise("expert_act", tok_per_expert * active * width, passes=3.0, flops_per_elem=8))
-    p.ops.append(gemm("expert_down", tok_per_expert, h, width, groups=active))
-    p.comms += [replace(c, name=c.name.replace("dispatch", "combine")) for c in reversed(a2a)]
+    p.add(gemm("expert_up", tok_per_expert, up_n, h, groups=active))
+    p.add(elementwise("expert_act", tok_per_expert * active * width, passes=3.0, flops_per_elem=8))
+    p.add(gemm("expert_down", tok_per_expert, h, width, groups=active))
+    p.add(*[replace(c, name=c.name.replace("dispatch", "combine")) for c in reversed(a2a)])
     if etp > 1:
-        p.comms.append(Comm("etp_scatter", "ep", "reduce_scatter", "etp", etp, assign * etp * h * ACT_BYTES))
-    p.ops.append(elementwise("unpermute", assign * h, passes=2.0))
+        p.add(Comm("etp_scatter", "ep", "reduce_scatter", "etp", etp, assign * etp * h * ACT_BYTES))
+    p.add(elementwise("unpermute", assign * h, passes=2.0))
     if model.shared_experts:
-        p.ops.extend(ffn_ops(model, sh.tokens, model.shared_experts * model.expert_ffn_hidden // sh.tp, "shared"))
-        p.comms += tp_collective("tp_shared_out", sh, sh.tokens * h, after_row_parallel=True)
-    p.ops.append(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
+        p.add(*ffn_ops(model, sh.tokens, model.shared_experts * model.expert_ffn_hidden // sh.tp, "shared"))
+        p.add(*tp_collective("tp_shared_out", sh, sh.tokens * h, after_row_parallel=True))
+    p.add(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
     return p
 
 
@@ -248,7 +248,7 @@ def embedding_pass(model, sh: Shard) -> Pass:
     """Forward of the vocab-parallel input embedding."""
     h, T = model.hidden, sh.tokens
     p = Pass([elementwise("embedding_lookup", T * h, passes=1.0, flops_per_elem=0)])
-    p.comms += tp_collective("tp_embedding", sh, T * h, after_row_parallel=True)
+    p.add(*tp_collective("tp_embedding", sh, T * h, after_row_parallel=True))
     return p
 
 
@@ -256,11 +256,11 @@ def head_pass(model, sh: Shard) -> Pass:
     """Forward of the final norm, vocab-parallel LM head and cross-entropy loss."""
     h, T, t = model.hidden, sh.tokens, sh.tp
     p = Pass([elementwise("final_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4)])
-    p.comms += tp_collective("sp_gather_head", sh, T * h, after_row_parallel=False)
-    p.ops.append(gemm("lm_head", T, model.vocab // t, h))
-    p.ops.append(Op("cross_entropy", "memory", 6.0 * T * model.vocab / t, 3.0 * T * model.vocab / t * 4))
+    p.add(*tp_collective("sp_gather_head", sh, T * h, after_row_parallel=False))
+    p.add(gemm("lm_head", T, model.vocab // t, h))
+    p.add(Op("cross_entropy", "memory", 6.0 * T * model.vocab / t, 3.0 * T * model.vocab / t * 4))
     if t > 1:
-        p.comms.append(Comm("tp_loss_reduce", "tp", "all_reduce", "tp", t, T * 3 * 4))
+        p.add(Comm("tp_loss_reduce", "tp", "all_reduce", "tp", t, T * 3 * 4))
     return p
 
 

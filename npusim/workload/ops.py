@@ -45,14 +45,38 @@ class Comm:
     recompute: bool = False
 
 
-@dataclass
-class Pass:
-    """Ops and collectives of one pass (forward or backward) over a chunk for one micro-batch."""
+@dataclass(frozen=True)
+class Marker:
+    """A position in a pass with no work (e.g. the start of a layer, where the event engine starts
+    that layer's ZeRO-3 parameter gather)."""
 
-    ops: list[Op] = field(default_factory=list)
-    comms: list[Comm] = field(default_factory=list)
+    name: str
+
+
+class Pass:
+    """Ops and collectives of one pass (forward or backward) over a chunk for one micro-batch, in
+    program order (``items``): the event engine derives data dependencies from that order."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items=(), comms=()):
+        """A pass of ``items`` (ops and collectives in program order), then ``comms``."""
+        self.items: list = list(items) + list(comms)
+
+    @property
+    def ops(self) -> list[Op]:
+        """The kernels, in order."""
+        return [i for i in self.items if isinstance(i, Op)]
+
+    @property
+    def comms(self) -> list[Comm]:
+        """The collectives, in order."""
+        return [i for i in self.items if isinstance(i, Comm)]
+
+    def add(self, *items) -> None:
+        """Append ops or collectives in program order."""
+        self.items.extend(items)
 
     def extend(self, other: "Pass") -> None:
-        """Append another pass's ops and collectives."""
-        self.ops.extend(other.ops)
-        self.comms.extend(other.comms)
+        """Append another pass's items."""
+        self.items.extend(other.items)

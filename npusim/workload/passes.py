@@ -28,17 +28,21 @@ def backward_op(op: Op) -> list[Op]:
 
 
 def backward_pass(fwd: Pass) -> Pass:
-    """The backward pass of a forward pass: reversed ops, conjugate collectives."""
-    ops = [b for op in reversed(fwd.ops) for b in backward_op(op)]
-    comms = [replace(c, name=f"{c.name}_bwd", collective=_CONJUGATE[c.collective]) for c in reversed(fwd.comms)]
-    return Pass(ops, comms)
+    """The backward pass of a forward pass: reversed items, backward kernels, conjugate collectives."""
+    items: list = []
+    for it in reversed(fwd.items):
+        if isinstance(it, Op):
+            items.extend(backward_op(it))
+        else:
+            items.append(replace(it, name=f"{it.name}_bwd", collective=_CONJUGATE[it.collective]))
+    return Pass(items)
 
 
 def as_recompute(p: Pass, only: tuple[str, ...] | None = None) -> Pass:
     """Mark a forward pass (or its attention-core ops only) as recomputation."""
-    ops = [replace(o, recompute=True) for o in p.ops if only is None or o.name in only]
-    comms = [] if only is not None else [replace(c, recompute=True) for c in p.comms]
-    return Pass(ops, comms)
+    if only is not None:
+        return Pass([replace(o, recompute=True) for o in p.ops if o.name in only])
+    return Pass([replace(i, recompute=True) for i in p.items])
 
 
 @dataclass(frozen=True)

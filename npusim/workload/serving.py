@@ -74,25 +74,25 @@ def serve_attention(model, sh: ServeShard) -> Pass:
         m = model.mla
         dqk, dv = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
         if m.q_lora_rank:
-            p.ops += _gemm(sh, "q_down", T, m.q_lora_rank, h) + _gemm(sh, "q_up", T, hl * dqk, m.q_lora_rank)
+            p.add(*(_gemm(sh, "q_down", T, m.q_lora_rank, h) + _gemm(sh, "q_up", T, hl * dqk, m.q_lora_rank)))
         else:
-            p.ops += _gemm(sh, "q_proj", T, hl * dqk, h)
-        p.ops += _gemm(sh, "kv_down", T, m.kv_lora_rank + m.qk_rope_head_dim, h)
-        p.ops += _gemm(sh, "kv_up", T, hl * (m.qk_nope_head_dim + dv), m.kv_lora_rank)
+            p.add(*(_gemm(sh, "q_proj", T, hl * dqk, h)))
+        p.add(*(_gemm(sh, "kv_down", T, m.kv_lora_rank + m.qk_rope_head_dim, h)))
+        p.add(*(_gemm(sh, "kv_up", T, hl * (m.qk_nope_head_dim + dv), m.kv_lora_rank)))
     else:
         dqk = dv = model.d_head
         kvl = max(1, model.n_kv_heads // t)
-        p.ops += _gemm(sh, "qkv_proj", T, (hl + 2 * kvl) * dqk, h)
+        p.add(*(_gemm(sh, "qkv_proj", T, (hl + 2 * kvl) * dqk, h)))
     kv_tok = kv_elems_per_token(model, t)
-    p.ops.append(Op("kv_write", "memory", 0.0, T * kv_tok * sh.kv_bytes))
+    p.add(Op("kv_write", "memory", 0.0, T * kv_tok * sh.kv_bytes))
     ctx = sh.q_tokens / 2.0 if sh.prefill else sh.ctx + sh.q_tokens / 2.0
     flops = 2.0 * T * hl * ctx * (dqk + dv)
     kv_read = sh.seqs * (sh.ctx if not sh.prefill else sh.q_tokens) * kv_tok * sh.kv_bytes
-    p.ops.append(Op("attention", "attention", flops, kv_read + T * hl * (dqk + dv) * ACT_BYTES,
+    p.add(Op("attention", "attention", flops, kv_read + T * hl * (dqk + dv) * ACT_BYTES,
                     seq=max(sh.ctx, sh.q_tokens)))
-    p.ops += _gemm(sh, "out_proj", T, h, hl * dv)
-    p.comms += _tp_reduce(sh, "tp_attn_out", T * h)
-    p.ops.append(elementwise("residual", T * h, passes=3.0))
+    p.add(*(_gemm(sh, "out_proj", T, h, hl * dv)))
+    p.add(*_tp_reduce(sh, "tp_attn_out", T * h))
+    p.add(elementwise("residual", T * h, passes=3.0))
     return p
 
 
@@ -113,10 +113,10 @@ def serve_dense_mlp(model, sh: ServeShard) -> Pass:
     w = model.ffn_hidden // sh.tp
     up = w * (2 if model.mlp == "swiglu" else 1)
     p = Pass([elementwise("post_norm", T * h, passes=2.0, flops_per_elem=4)])
-    p.ops += _gemm(sh, "mlp_up", T, up, h)
-    p.ops.append(elementwise("mlp_act", T * w, passes=3.0, flops_per_elem=8))
-    p.ops += _gemm(sh, "mlp_down", T, h, w)
-    p.comms += _tp_reduce(sh, "tp_mlp_out", T * h)
+    p.add(*(_gemm(sh, "mlp_up", T, up, h)))
+    p.add(elementwise("mlp_act", T * w, passes=3.0, flops_per_elem=8))
+    p.add(*(_gemm(sh, "mlp_down", T, h, w)))
+    p.add(*_tp_reduce(sh, "tp_mlp_out", T * h))
     return p
 
 
@@ -126,18 +126,18 @@ def serve_moe(model, sh: ServeShard, load_factor: float = 1.0) -> Pass:
     group = sh.tp * sh.dp
     T_in = sh.instance_tokens if sh.allgather_moe else sh.tokens
     p = Pass([elementwise("post_norm", sh.tokens * h, passes=2.0, flops_per_elem=4)])
-    p.ops += _gemm(sh, "router", sh.tokens, model.experts, h)
+    p.add(*(_gemm(sh, "router", sh.tokens, model.experts, h)))
     # All-to-all: the TP ranks of an attention group split its tokens (after the reduce-scatter), and
     # every slice of an expert split etp ways sees all of that expert's tokens.
     T_disp = max(1, -(-sh.tokens // sh.tp))
     slots = T_disp * model.top_k * h * ACT_BYTES
     if sh.allgather_moe and group > 1:
-        p.comms.append(Comm("moe_allgather", "ep", "all_gather", "instance", group, sh.instance_tokens * h * ACT_BYTES))
+        p.add(Comm("moe_allgather", "ep", "all_gather", "instance", group, sh.instance_tokens * h * ACT_BYTES))
     elif sh.ep > 1 or sh.etp > 1:
         if sh.ep > 1:
-            p.comms.append(Comm("ep_dispatch", "ep", "all_to_all", "ep", sh.ep, slots))
+            p.add(Comm("ep_dispatch", "ep", "all_to_all", "ep", sh.ep, slots))
         if sh.etp > 1:
-            p.comms.append(Comm("etp_gather", "ep", "all_gather", "etp", sh.etp, slots * sh.etp))
+            p.add(Comm("etp_gather", "ep", "all_gather", "etp", sh.etp, slots * sh.etp))
     local = model.experts // sh.ep
     # Tokens one device's experts process: the instance's routed slots / ep (all-gather), or its own
     # dispatched slots times the expert-TP slices that share each expert (all-to-all).
@@ -146,28 +146,28 @@ def serve_moe(model, sh: ServeShard, load_factor: float = 1.0) -> Pass:
     per_expert = max(1, round(routed / active))
     width = model.expert_ffn_hidden // sh.etp
     up = width * (2 if model.mlp == "swiglu" else 1)
-    p.ops.append(elementwise("permute", routed * h, passes=2.0))
-    p.ops += _gemm(sh, "expert_up", per_expert, up, h, groups=active)
-    p.ops.append(elementwise("expert_act", per_expert * active * width, passes=3.0, flops_per_elem=8))
-    p.ops += _gemm(sh, "expert_down", per_expert, h, width, groups=active)
-    p.ops.append(elementwise("unpermute", routed * h, passes=2.0))
+    p.add(elementwise("permute", routed * h, passes=2.0))
+    p.add(*(_gemm(sh, "expert_up", per_expert, up, h, groups=active)))
+    p.add(elementwise("expert_act", per_expert * active * width, passes=3.0, flops_per_elem=8))
+    p.add(*(_gemm(sh, "expert_down", per_expert, h, width, groups=active)))
+    p.add(elementwise("unpermute", routed * h, passes=2.0))
     if model.shared_experts:
         stp = sh.shared_tp or sh.tp
         sw = model.shared_experts * model.expert_ffn_hidden // stp
         m_sh = max(1, T_in * stp // group) if sh.allgather_moe else sh.tokens
-        p.ops += _gemm(sh, "shared_up", m_sh, sw * (2 if model.mlp == "swiglu" else 1), h)
-        p.ops.append(elementwise("shared_act", m_sh * sw, passes=3.0, flops_per_elem=8))
-        p.ops += _gemm(sh, "shared_down", m_sh, h, sw)
+        p.add(*(_gemm(sh, "shared_up", m_sh, sw * (2 if model.mlp == "swiglu" else 1), h)))
+        p.add(elementwise("shared_act", m_sh * sw, passes=3.0, flops_per_elem=8))
+        p.add(*(_gemm(sh, "shared_down", m_sh, h, sw)))
         if not sh.allgather_moe:
-            p.comms += _tp_reduce(sh, "tp_shared_out", sh.tokens * h)
+            p.add(*_tp_reduce(sh, "tp_shared_out", sh.tokens * h))
     if sh.allgather_moe and group > 1:
-        p.comms.append(Comm("moe_reducescatter", "ep", "reduce_scatter", "instance", group, sh.instance_tokens * h * ACT_BYTES))
+        p.add(Comm("moe_reducescatter", "ep", "reduce_scatter", "instance", group, sh.instance_tokens * h * ACT_BYTES))
     elif sh.ep > 1 or sh.etp > 1:
         if sh.etp > 1:
-            p.comms.append(Comm("etp_scatter", "ep", "reduce_scatter", "etp", sh.etp, slots * sh.etp))
+            p.add(Comm("etp_scatter", "ep", "reduce_scatter", "etp", sh.etp, slots * sh.etp))
         if sh.ep > 1:
-            p.comms.append(Comm("ep_combine", "ep", "all_to_all", "ep", sh.ep, slots))
-    p.ops.append(elementwise("residual", sh.tokens * h, passes=3.0))
+            p.add(Comm("ep_combine", "ep", "all_to_all", "ep", sh.ep, slots))
+    p.add(elementwise("residual", sh.tokens * h, passes=3.0))
     return p
 
 
@@ -176,10 +176,10 @@ def serve_head(model, sh: ServeShard) -> Pass:
     h = model.hidden
     rows = sh.seqs if sh.prefill else sh.tokens
     p = Pass([elementwise("final_norm", rows * h, passes=2.0)])
-    p.ops += _gemm(sh, "lm_head", rows, model.vocab // sh.tp, h)
-    p.ops.append(Op("sample", "memory", rows * model.vocab / sh.tp, rows * model.vocab / sh.tp * 4.0))
+    p.add(*(_gemm(sh, "lm_head", rows, model.vocab // sh.tp, h)))
+    p.add(Op("sample", "memory", rows * model.vocab / sh.tp, rows * model.vocab / sh.tp * 4.0))
     if sh.tp > 1:
-        p.comms.append(Comm("tp_logits_gather", "tp", "all_gather", "tp", sh.tp, rows * 8.0 * sh.tp))
+        p.add(Comm("tp_logits_gather", "tp", "all_gather", "tp", sh.tp, rows * 8.0 * sh.tp))
     return p
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from npusim.config.hardware import load_profile
 from npusim.config.plan import ParallelPlan
+from npusim.cost.algorithms import collective_plan, ring, stages_time
 from npusim.cost.collectives import collective_time, group_layout, placements
 from npusim.cost.topology import Placement, build_graph, place_group, tiers_of
 from npusim.workload.ops import Comm
@@ -65,11 +66,12 @@ def test_placements_of_plan(h100):
 
 @pytest.mark.parametrize("hwname", ["nvidia-h100-sxm-80g", "atlas-800t-a2"])
 @pytest.mark.parametrize("size,stride", [(8, 1), (4, 1), (16, 8), (32, 1), (16, 2)])
-def test_all_reduce_is_twice_reduce_scatter(hwname, size, stride):
+def test_ring_all_reduce_is_twice_reduce_scatter(hwname, size, stride):
     hw = load_profile(hwname)
     pl = place_group(size, stride, hw.scale_up_devices, hw.cluster.nodes_per_leaf, hw.node.devices_per_node)
+    t = tiers_of(hw)
     for nbytes in (1 * MB, 256 * MB):
-        ar = collective_time(comm("all_reduce", "x", size, nbytes), pl, hw)
+        ar = stages_time(ring(comm("all_reduce", "x", size, nbytes), pl, t, hw)) + hw.derating.collective_launch_us * 1e-6
         rs = collective_time(comm("reduce_scatter", "x", size, nbytes), pl, hw)
         ag = collective_time(comm("all_gather", "x", size, nbytes), pl, hw)
         launch = hw.derating.collective_launch_us * 1e-6  # paid once per call
@@ -163,3 +165,32 @@ def test_build_graph(hwname, devices):
     has_out = any(d["tier"] == "scale_out" for _, _, d in g.edges(data=True))
     assert has_out == (devices > hw.scale_up_devices)
     assert nx.is_connected(g)
+
+
+@pytest.mark.parametrize("hwname", ["nvidia-h100-sxm-80g", "atlas-800t-a2"])
+def test_small_all_reduce_takes_a_latency_optimal_algorithm(hwname):
+    """A small TP all-reduce (a decode step's 16 KiB) takes one step (one-shot), a large one the
+    bandwidth-optimal ring/mesh; the time never exceeds the ring's."""
+    hw = load_profile(hwname)
+    pl = place_group(8, 1, hw.scale_up_devices, hw.cluster.nodes_per_leaf, hw.node.devices_per_node)
+    small, large = comm("all_reduce", "tp", 8, 16384), comm("all_reduce", "tp", 8, 256 * MB)
+    t = tiers_of(hw)
+    assert collective_plan(large, pl, hw)[0] == "ring"
+    for c in (small, large):
+        _, st = collective_plan(c, pl, hw)
+        assert stages_time(st) <= stages_time(ring(c, pl, t, hw)) + 1e-15
+    if not t.full_mesh:  # NVSwitch ring: 14 latency steps vs one
+        assert collective_plan(small, pl, hw)[0] == "one_shot"
+        lat = t.scale_up_latency_us * 1e-6
+        assert stages_time(ring(small, pl, t, hw)) - stages_time(collective_plan(small, pl, hw)[1]) > 10 * lat
+
+
+def test_cross_domain_all_reduce_latency_grows_with_log_of_domains_under_tree(h100):
+    """Across 64 domains a tiny all-reduce pays 2 log2(64) = 12 NIC latencies with the tree, not the
+    ring's 2 x 63."""
+    pl = place_group(64, 8, 8, 16, 8)
+    c = comm("all_reduce", "dp", 64, 1024)
+    name, st = collective_plan(c, pl, h100)
+    assert name == "tree"
+    lat = tiers_of(h100).scale_out_latency_us * 1e-6
+    assert sum(p.latency_s for s_ in st for p in s_) == pytest.approx(12 * lat)
