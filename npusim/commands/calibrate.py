@@ -15,9 +15,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from npusim.config.hardware import load_profile, profile_path
+    from npusim.outputs import check_file
     from npusim.validate.calibrate import calibrate
     from npusim.validate.profile_io import write_calibrated_profile
 
+    check_file(args.out, "--out")
     hw = load_profile(args.hardware)
     cal = calibrate(hw, args.data_dir)
     write_calibrated_profile(profile_path(args.hardware), cal, Path(args.out))

@@ -27,8 +27,10 @@ def run(args) -> int:
     """Benchmark and write the calibration folder."""
     import sys
 
+    from npusim.outputs import check_dir
     from npusim.validate.microbench import run_microbench
 
+    check_dir(args.out, "--out")
     counts = run_microbench(args.out, args.device, args.quick, log=lambda line: print(line, file=sys.stderr),
                             steps=args.steps, hardware=args.hardware)
     print(f"wrote {args.out}: " + ", ".join(f"{k} ({v} rows)" for k, v in counts.items()) + ", env.json"

@@ -99,10 +99,10 @@ def _figure(args):
 
 def run(args) -> int:
     """Draw the figure and write it."""
-    from npusim.commands.trace import writable
+    from npusim.outputs import check_file
     from npusim.report.plots import image_format, save_figure
 
-    writable(args.out)
+    check_file(args.out, "--out")
     image_format(args.out)
     fig, note = _figure(args)
     save_figure(fig, args.out)

@@ -48,6 +48,10 @@ def run(args) -> int:
         return _run_serving(args)
     from npusim.api import run_simulation
 
+    if args.trace is not None:
+        from npusim.outputs import check_file
+
+        check_file(args.trace, "--trace")
     args.devices = args.devices or 6144
     args.plan = args.plan or TRAIN_PLAN
     fields: dict = {}
@@ -56,8 +60,8 @@ def run(args) -> int:
     if args.recompute is not None:
         fields["recompute"] = args.recompute
     res = run_simulation(args.model, args.hardware, args.plan, args.devices, args.seq_len, args.global_batch,
-                         flop_convention=args.flop_convention, keep_timeline=bool(args.trace), **fields)
-    if args.trace:
+                         flop_convention=args.flop_convention, keep_timeline=args.trace is not None, **fields)
+    if args.trace is not None:
         from npusim.report.chrome_trace import write_chrome_trace
 
         write_chrome_trace(res, args.trace, hardware=args.hardware)
@@ -70,7 +74,7 @@ def _run_serving(args) -> int:
     from npusim.api import run_serving
     from npusim.config.errors import ConfigError
 
-    if args.trace:
+    if args.trace is not None:
         raise ConfigError("--trace", "trace", args.trace, "timelines are written for training steps only",
                           "--workload train")
     devices = args.devices or 8

@@ -20,12 +20,71 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived during a sweep (raised in the main thread by the handler)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals():
+    """Turn SIGINT and SIGTERM into ``Interrupted`` (a second one exits at once); return a restore function.
+    A signal this process was started ignoring (e.g. SIGINT of a background job) stays ignored."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
+        return lambda: None
+
+    def handler(signum, frame):
+        if getattr(handler, "fired", False):
+            os._exit(128 + signum)
+        handler.fired = True
+        raise Interrupted(signum)
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) in (signal.SIG_IGN, None):
+            continue
+        old[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    return restore
+
+
+def resume_command(spec: str, out: str) -> str:
+    """The command line that continues this sweep."""
+    import shlex
+
+    return f"npusim sweep {shlex.quote(str(spec))} --out {shlex.quote(str(out))} --resume"
+
+
 def run(args) -> int:
-    """Run the sweep and print its summary."""
+    """Run the sweep and print its summary; on SIGINT/SIGTERM keep the chunks and print how to resume."""
+    import signal
+    import sys
+    from pathlib import Path
+
     from npusim.sweep.report import format_summary
     from npusim.sweep.run import run_sweep
+    from npusim.sweep.store import CHUNK_DIR
 
-    summary = run_sweep(args.spec, args.out, executor=args.executor, workers=args.workers,
-                        address=args.ray_address, resume=args.resume)
+    restore = _stop_on_signals()
+    try:
+        summary = run_sweep(args.spec, args.out, executor=args.executor, workers=args.workers,
+                            address=args.ray_address, resume=args.resume)
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        chunks = Path(args.out) / CHUNK_DIR
+        kept = len(list(chunks.glob("*.jsonl"))) if chunks.is_dir() else 0
+        print(f"npusim: interrupted by {signal.Signals(signum).name}: {kept} finished chunks kept in {args.out}; "
+              f"resume with: {resume_command(args.spec, args.out)}", file=sys.stderr, flush=True)
+        return 128 + signum
+    finally:
+        restore()
     print(json.dumps(summary, sort_keys=True) if args.json else format_summary(summary))
     return 0

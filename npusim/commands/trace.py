@@ -47,13 +47,10 @@ def inputs_from_args(args, plan: str | None = None):
 
 
 def writable(path: str, flag: str = "--out") -> str:
-    """``path`` when its folder exists, else a one-line ConfigError."""
-    from pathlib import Path
+    """``path`` when a file can be written there (npusim.outputs.check_file), else a one-line ConfigError."""
+    from npusim.outputs import check_file
 
-    from npusim.config.errors import ConfigError
-
-    if not Path(path).resolve().parent.is_dir():
-        raise ConfigError(flag, flag.lstrip("-"), path, "folder does not exist", "a path in an existing folder")
+    check_file(path, flag)
     return path
 
 
@@ -73,7 +70,7 @@ def run(args) -> int:
     from npusim.report.chrome_trace import write_chrome_trace
     from npusim.report.rebuild import simulate_inputs
 
-    writable(args.out)
+    writable(args.out, "--out")
     inp = inputs_from_args(args)
     res = simulate_inputs(inp, keep_timeline=True)
     path = write_chrome_trace(res, args.out, hardware=inp.hardware)

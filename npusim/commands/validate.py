@@ -27,12 +27,12 @@ def run(args) -> int:
 
     if args.breakdown and args.by != "component":
         raise ConfigError("--breakdown", "breakdown", args.breakdown, "needs --by component", "--by component")
-    if args.plot:
-        from npusim.commands.trace import writable
+    if args.plot is not None:
+        from npusim.outputs import check_file
         from npusim.report.plots import image_format
 
+        check_file(args.plot, "--plot")
         image_format(args.plot)
-        writable(args.plot, "--plot")
     records = read_runs(args.runs)
     measured = None
     if args.breakdown:
@@ -49,7 +49,7 @@ def run(args) -> int:
         from npusim.validate.predict import predict_record
 
         result, comps = validate_runs(records, predict_record), None
-    if args.plot:
+    if args.plot is not None:
         from npusim.report.plots import predicted_vs_measured, save_figure
 
         save_figure(predicted_vs_measured(result), args.plot)
@@ -60,6 +60,6 @@ def run(args) -> int:
     if comps is not None:
         print()
         print(format_components(result, comps))
-    if args.plot:
+    if args.plot is not None:
         print(f"wrote {args.plot}")
     return 0

@@ -281,6 +281,8 @@ def save_figure(fig: Figure, path, dpi: int = 120) -> Path:
     p = Path(path)
     fmt = image_format(p)
     meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
-    with matplotlib.rc_context({"svg.hashsalt": "npusim"}):
-        fig.savefig(p, format=fmt, dpi=dpi, metadata=meta)
+    from npusim.outputs import atomic_path
+
+    with matplotlib.rc_context({"svg.hashsalt": "npusim"}), atomic_path(p) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, metadata=meta)
     return p

@@ -6,7 +6,11 @@ batches finish, so the caller can write each one to disk at once (and resume aft
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Iterable, Iterator
+
+PARENT_POLL_S = 0.5
+"""How often a pool worker checks that its parent is still alive (the fallback to PR_SET_PDEATHSIG)."""
 
 
 def default_workers() -> int:
@@ -27,7 +31,7 @@ class SerialExecutor:
         for n, batch in batches:
             yield n, fn(ctx, batch)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         """Nothing to release."""
 
 
@@ -40,7 +44,7 @@ class LocalExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = workers
-        self.pool = ProcessPoolExecutor(max_workers=workers)
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=worker_init, initargs=(os.getpid(),))
 
     def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]]) -> Iterator[tuple[int, list]]:
         """Submit a bounded window of batches and yield each as it completes."""
@@ -50,11 +54,27 @@ class LocalExecutor:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             return [(f, f.result()) for f in sorted(done, key=lambda f: running[f])]
 
-        yield from _windowed(lambda batch: self.pool.submit(fn, ctx, batch), finished, batches, 2 * self.workers)
+        yield from _windowed(lambda batch: self.pool.submit(_guarded, fn, ctx, batch), finished, batches,
+                             2 * self.workers)
 
-    def close(self) -> None:
-        """Shut the pool down."""
-        self.pool.shutdown(cancel_futures=True)
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down: let running batches finish, or with ``abort`` (an interrupted sweep) cancel
+        the queue and stop the workers at once."""
+        if not abort:
+            self.pool.shutdown(cancel_futures=True)
+            return
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        manager = getattr(self.pool, "_executor_manager_thread", None)  # shutdown() forgets it
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # SIGTERM: worker_init's handler exits at once, or just after sending a result
+            try:
+                p.terminate()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        for p in procs:
+            p.join(timeout=5)
+        if manager is not None:
+            manager.join(timeout=10)
 
 
 RAY_TASK_RETRIES = 3
@@ -96,7 +116,7 @@ class RayExecutor:
         yield from _windowed(lambda batch: self._remote.remote(fn, ctx_ref, batch), finished, batches,
                              2 * self.workers)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         """Shut Ray down if this executor started it."""
         if self.started:
             self.ray.shutdown()
@@ -122,6 +142,87 @@ def _windowed(submit: Callable, finished: Callable, batches: Iterable[tuple[int,
         for handle, rows in finished(running):
             yield running.pop(handle), rows
         top_up()
+
+
+_computing = False
+"""True in a pool worker while it evaluates a batch (set by ``_guarded``)."""
+TERM_GRACE_S = 1.0
+"""A worker told to stop while not evaluating (it may be sending a result) exits this much later, so
+the result pipe never holds half a message (which would hang the pool's reader)."""
+
+
+def _guarded(fn: Callable, ctx: dict, batch: list) -> list:
+    """Run one batch in a pool worker, marked as interruptible."""
+    global _computing
+    _computing = True
+    try:
+        return fn(ctx, batch)
+    finally:
+        _computing = False
+
+
+def _on_term(signum, frame) -> None:
+    """SIGTERM in a pool worker (the parent stopping the pool, or the parent's death): exit now while
+    evaluating, else after TERM_GRACE_S."""
+    if _computing:
+        os._exit(128 + signum)
+    import threading
+
+    t = threading.Timer(TERM_GRACE_S, os._exit, args=(128 + signum,))
+    t.daemon = True
+    t.start()
+
+
+def worker_init(parent: int) -> None:
+    """Pool worker start-up: leave Ctrl-C to the parent (which stops the pool), exit on SIGTERM
+    (``_on_term``), and die with the parent (``die_with_parent``)."""
+    import signal
+
+    from npusim.sweep.store import close_inherited_locks
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_term)
+    close_inherited_locks()
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this process exit when ``parent`` (the sweep) dies, even by SIGKILL: on Linux the kernel sends
+    SIGTERM (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread polls the parent and exits."""
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    first = os.getppid()
+
+    def gone() -> bool:
+        if os.getppid() != first:  # reparented: the process that started us is dead
+            return True
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+    if gone():
+        os._exit(1)
+
+    def watch() -> None:
+        import time
+
+        while not gone():
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="npusim-parent-watch", daemon=True).start()
 
 
 def _call(fn: Callable, ctx: dict, batch: list) -> list:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from npusim.sweep.evaluate import PLAN_COLS, evaluate_fast, evaluate_full, metric_cols
 from npusim.sweep.serving import SERVE_PLAN_COLS, WL_COLS, serving_columns
-from npusim.sweep.store import ChunkStore, check_resume, write_spec, write_tables
+from npusim.sweep.store import ChunkStore, check_resume, locked, write_spec, write_summary, write_tables
 
 
 def prepare(spec_path: str | Path) -> tuple[dict, dict, list, list]:
@@ -71,13 +71,26 @@ def _run_tier(executor, fn, ctx: dict, store: ChunkStore, pending: list[dict], s
 
 def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", workers: int | None = None,
               address: str | None = None, resume: bool = False) -> dict:
-    """Run (or resume) the sweep of ``spec_path`` into ``out``; return the summary dict."""
+    """Run (or resume) the sweep of ``spec_path`` into ``out``; return the summary dict.
+
+    ``out`` is checked before any work (npusim.outputs.check_dir) and locked for the whole run
+    (store.locked): a second sweep on the same folder is refused, not interleaved."""
+    from npusim.outputs import check_dir
+
+    t_start = time.perf_counter()
+    check_dir(out, "--out")  # before Path(): Path("") is "."
+    out = Path(out)
+    resolved, ctx, variants, points = prepare(spec_path)
+    with locked(out):
+        return _run_locked(out, resolved, ctx, points, executor, workers, address, resume, t_start)
+
+
+def _run_locked(out: Path, resolved: dict, ctx: dict, points: list, executor: str, workers: int | None,
+                address: str | None, resume: bool, t_start: float) -> dict:
+    """The body of run_sweep, with ``out`` locked."""
     from npusim.sweep.executors import make_executor
     from npusim.sweep.report import rank, summarize
 
-    t_start = time.perf_counter()
-    out = Path(out)
-    resolved, ctx, variants, points = prepare(spec_path)
     check_resume(out, resolved, resume)
     write_spec(out, resolved)
     ids = {p["id"] for p in points}
@@ -85,7 +98,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", w
     fast_store, full_store = ChunkStore(out, "fast"), ChunkStore(out, "full")
     fast_old = {k: v for k, v in fast_store.read().items() if k in ids}
     pending = [p for p in points if p["id"] not in fast_old]
-    ex = None
+    ex, finished = None, False
     try:
         fast_new, fast_s, full_new, full_s = {}, 0.0, {}, 0.0
         if pending:
@@ -102,9 +115,10 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", w
             full_new, full_s = _run_tier(ex, evaluate_full, ctx, full_store, pending_full,
                                          max(1, min(size, 8)), "full tier")
         full = {**full_old, **full_new}
+        finished = True
     finally:
         if ex is not None:
-            ex.close()
+            ex.close(abort=not finished)  # interrupted: stop the workers now, keep the chunks written
     frame = to_frame(points, fast, full, ctx)
     ranked = rank(frame)
     write_tables(out, frame, ranked)
@@ -113,7 +127,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", w
               "wall_s": time.perf_counter() - t_start, "executor": getattr(ex, "name", executor),
               "workers": getattr(ex, "workers", 1)}
     summary = summarize(resolved, frame, ranked, timing)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_summary(out, summary)
     return summary
 
 

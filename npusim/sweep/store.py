@@ -1,82 +1,204 @@
 """On-disk state of a sweep in ``--out``: append-only JSONL chunks, then results.parquet and ranked.csv.
 
-Every finished batch is written as one new chunk file (written to a temporary name, flushed,
+Every finished batch is written as one new chunk file (npusim.outputs: a fresh temporary name,
 fsynced and renamed), so a killed sweep leaves only whole chunks behind; ``--resume`` reads them
-and skips the point ids they hold. The final tables are built from the chunks at the end.
+and skips the point ids they hold. New chunks are numbered above every chunk on disk, so a gap never
+makes a new chunk replace an old one; a chunk that cannot be read is reported, set aside as
+``NAME.damaged`` and its points recomputed. The final tables are built from the chunks at the end.
+A run holds ``OUT/.lock`` (``flock``) so two sweeps never share a folder; the kernel drops the lock
+when its holder dies, so a stale file never blocks.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import sys
 from pathlib import Path
+from typing import Callable
+
+from npusim.config.errors import ConfigError
+from npusim.outputs import atomic_path, write_text
 
 CHUNK_DIR = "chunks"
 SPEC_FILE = "spec.resolved.json"
+LOCK_FILE = ".lock"
+DAMAGED = ".damaged"
+"""Suffix given to a chunk file that could not be read (it is kept for inspection, never read again)."""
+STORE_FILES = ("results.parquet", "ranked.csv", "summary.json", SPEC_FILE)
+"""Files of a sweep folder besides ``chunks/``; any of them makes the folder a sweep store."""
+
+
+_held_locks: set[int] = set()
+"""File descriptors of the sweep locks this process holds (forked pool workers close their copies)."""
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker: close the copies of the parent's lock descriptors, so the lock goes when the
+    parent goes (it stays held by the parent's own descriptor)."""
+    for fd in list(_held_locks):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+def _warn(line: str) -> None:
+    print(f"npusim: warning: {line}", file=sys.stderr, flush=True)
 
 
 class ChunkStore:
     """Chunk files of one tier (``fast`` or ``full``) under ``OUT/chunks``."""
 
-    def __init__(self, out: Path, tier: str):
+    def __init__(self, out: Path, tier: str, warn: Callable[[str], None] = _warn):
         self.dir = Path(out) / CHUNK_DIR
         self.tier = tier
+        self.warn = warn
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.next = len(list(self.dir.glob(f"{tier}-*.jsonl")))
+        self.pattern = re.compile(rf"{re.escape(tier)}-(\d+)\.jsonl(?:{re.escape(DAMAGED)})?")
+        numbers = [int(m.group(1)) for m in map(self.pattern.fullmatch, os.listdir(self.dir)) if m]
+        self.next = max(numbers, default=-1) + 1
+
+    def _path(self, n: int) -> Path:
+        return self.dir / f"{self.tier}-{n:06d}.jsonl"
 
     def write(self, rows: list[dict]) -> Path:
-        """Write one batch of rows as a new chunk file, atomically."""
-        path = self.dir / f"{self.tier}-{self.next:06d}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write one batch of rows as a new chunk file (numbered above every chunk on disk), atomically."""
+        path = self._path(self.next)
+        while path.exists() or path.with_name(path.name + DAMAGED).exists():  # never replace a chunk
+            self.next += 1
+            path = self._path(self.next)
+        write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
         self.next += 1
         return path
 
+    def paths(self) -> list[Path]:
+        """Whole chunk files of this tier, in number order."""
+        found = [(int(m.group(1)), self.dir / m.group(0)) for m in map(self.pattern.fullmatch, os.listdir(self.dir))
+                 if m and not m.group(0).endswith(DAMAGED)]
+        return [p for _, p in sorted(found)]
+
     def read(self) -> dict[str, dict]:
-        """Rows of every whole chunk of this tier, by point id (later chunks win)."""
+        """Rows of every readable chunk of this tier, by point id (later chunks win). A chunk that cannot
+        be read is reported in one line, renamed ``NAME.damaged`` and skipped (its points are recomputed)."""
         rows: dict[str, dict] = {}
-        for path in sorted(self.dir.glob(f"{self.tier}-*.jsonl")):
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if line.strip():
-                        row = json.loads(line)
-                        rows[row["id"]] = row
+        for path in self.paths():
+            try:
+                got = _read_chunk(path)
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                reason = " ".join(str(e).split())[:120]
+                self.warn(f"{path}: unreadable sweep chunk ({reason}); its points are recomputed")
+                with contextlib.suppress(OSError):
+                    os.replace(path, path.with_name(path.name + DAMAGED))
+                continue
+            for row in got:
+                rows[row["id"]] = row
         return rows
 
 
+def _read_chunk(path: Path) -> list[dict]:
+    """Rows of one chunk file; ValueError when a line is not a JSON object with a string ``id``."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+                raise ValueError(f"line {n} is not a row with an id")
+            out.append(row)
+    return out
+
+
+def store_contents(out: Path) -> list[str]:
+    """Names of the sweep files ``out`` already holds (``chunks/`` when it holds any chunk)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    found = [name for name in STORE_FILES if (out / name).exists()]
+    d = out / CHUNK_DIR
+    if d.is_dir() and any(d.iterdir()):
+        found.append(CHUNK_DIR + "/")
+    return found
+
+
 def has_sweep(out: Path) -> bool:
-    """True when ``out`` already holds chunks of a sweep."""
-    d = Path(out) / CHUNK_DIR
-    return d.is_dir() and any(d.glob("*.jsonl"))
+    """True when ``out`` already holds files of a sweep (chunks, tables, summary or resolved spec)."""
+    return bool(store_contents(out))
 
 
 def check_resume(out: Path, resolved: dict, resume: bool) -> None:
-    """Refuse to mix sweeps: a non-empty --out needs --resume, and --resume the same spec."""
-    from npusim.config.errors import ConfigError
-
+    """Refuse to overwrite or mix sweeps: a folder holding any sweep file needs --resume, and --resume
+    needs the same spec (its resolved spec on disk with the same key)."""
     out = Path(out)
-    if not has_sweep(out):
+    present = store_contents(out)
+    if not present:
         return
     if not resume:
-        raise ConfigError("--out", "out", str(out), "already holds a sweep", "--resume to continue it, or a new --out")
+        raise ConfigError("--out", "out", str(out), f"already holds a sweep ({', '.join(present)}); not overwritten",
+                          "--resume to continue it, or another --out folder")
     spec_path = out / SPEC_FILE
-    old = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
-    if old.get("key") != resolved["key"]:
-        raise ConfigError("--resume", "spec", resolved.get("name"), f"differs from the sweep in {out} (key {old.get('key')} != {resolved['key']})",
+    if not spec_path.is_file():
+        raise ConfigError("--resume", "out", str(out), f"holds {', '.join(present)} but no {SPEC_FILE}, "
+                          "so it is not a resumable sweep", "another --out folder")
+    try:
+        old = json.loads(spec_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise ConfigError("--resume", SPEC_FILE, str(spec_path), "cannot be read", "another --out folder") from None
+    key = old.get("key") if isinstance(old, dict) else None
+    if key != resolved["key"]:
+        raise ConfigError("--resume", "spec", resolved.get("name"), f"differs from the sweep in {out} (key {key} != {resolved['key']})",
                           "the same spec, or a new --out")
 
 
+@contextlib.contextmanager
+def locked(out: Path):
+    """Hold ``OUT/.lock`` (an exclusive, non-blocking ``flock``) for the block; another sweep holding it
+    is a one-line ConfigError. The file stays; the lock goes with the process (also on SIGKILL)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    path = out / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        raise ConfigError("--out", "out", str(out), f"cannot open {path}: {e.strerror}",
+                          "a folder where npusim may create .lock") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise ConfigError("--out", "out", str(out), f"another npusim sweep{who} is running in this folder",
+                              "wait for it to finish, or another --out folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held_locks.add(fd)
+        yield
+    finally:
+        _held_locks.discard(fd)
+        os.close(fd)
+
+
 def write_spec(out: Path, resolved: dict) -> None:
-    """Write the resolved spec next to the results (JSON, key-sorted)."""
+    """Write the resolved spec next to the results (JSON, key-sorted), atomically."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / SPEC_FILE).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+    write_text(Path(out) / SPEC_FILE, json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    """Write summary.json, atomically."""
+    write_text(Path(out) / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
 def write_tables(out: Path, frame, ranked) -> None:
-    """Write results.parquet (every point) and ranked.csv (feasible points, best first)."""
-    frame.to_parquet(Path(out) / "results.parquet", index=False)
-    ranked.to_csv(Path(out) / "ranked.csv", index=False, lineterminator="\n")
+    """Write results.parquet (every point) and ranked.csv (feasible points, best first), each atomically."""
+    with atomic_path(Path(out) / "results.parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(Path(out) / "ranked.csv") as tmp:
+        ranked.to_csv(tmp, index=False, lineterminator="\n")

@@ -318,7 +318,9 @@ def _tool_output(cmd: list[str]) -> str | None:
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     """Write rows with the file's documented columns."""
-    with path.open("w", newline="", encoding="utf-8") as f:
+    from npusim.outputs import atomic_open
+
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS[path.name], lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
@@ -349,7 +351,9 @@ def run_microbench(out_dir: str | Path, device: str = "auto", quick: bool = Fals
         if log and key == "grouped" and not any(r["impl"] == "grouped_mm" for r in rows):
             log("note: torch._grouped_mm did not run here; grouped_gemm.csv holds the per-expert loop only")
     env = environment(dev, quick)
-    (out / "env.json").write_text(json.dumps(env, indent=1) + "\n", encoding="utf-8")
+    from npusim.outputs import write_text
+
+    write_text(out / "env.json", json.dumps(env, indent=1) + "\n")
     if steps:
         from npusim.validate.stepbench import run_stepbench
 

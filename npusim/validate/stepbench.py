@@ -241,7 +241,9 @@ def run_stepbench(dev: Device, out: Path, env: dict, quick: bool, hardware: Opti
             log(f"training step {m.name}: {step * 1e3:.1f} ms" + (f", peak {peak:.1f} GB" if peak is not None else ""))
         if dev.backend is not None:
             dev.backend.empty_cache()
-    with (out / "training_steps.csv").open("w", newline="", encoding="utf-8") as f:
+    from npusim.outputs import atomic_open
+
+    with atomic_open(out / "training_steps.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(COLUMNS), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
