@@ -8,6 +8,7 @@ from npusim.cost.memory import chunk_params, state_bytes
 from npusim.cost.passes import PART_NAMES
 from npusim.engine.layout import SPLIT_SCHEDULES, pipeline_layout
 from npusim.engine.pipeline import simulate_pipeline
+from npusim.engine.schedules import paired_fb
 from npusim.engine.step import (StepInputs, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time,
                                 chunk_activation_bytes, stage_costs, weight_grad_bytes)
 from npusim.flops import flops_per_token
@@ -32,7 +33,7 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
     stages = stage_costs(inp, specs, places, cache, load, split_backward=schedule in SPLIT_SCHEDULES)
     m = inp.micro_batches
     traces = simulate_pipeline(stages, plan.pp, plan.vpp, m, schedule, keep_timeline,
-                               pair_fb=bool(plan.ep_overlap) and model.is_moe and plan.expert_ep > 1)
+                               pair_fb=paired_fb(model, plan))
 
     ends = _rank_ends(inp, traces, layout, specs, places, stages)
     step_s = max(e[0] for e in ends)
@@ -74,10 +75,19 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
         peak_memory_GB=peak_mem / 1e9, memory_GB={k: v / 1e9 for k, v in worst.items()},
         hbm_capacity_GB=hardware.chip.hbm_capacity_GB, config=config,
         timeline=[(r, e) for r, t in enumerate(traces) for e in t.events] if keep_timeline else [],
-        extra={"critical_rank": crit, "pipeline_ranks": plan.pp, "flop_convention": flop_convention,
+        extra={"critical_rank": crit, **_engine_stats(stages, traces), "pipeline_ranks": plan.pp, "flop_convention": flop_convention,
                "moe_load_max_over_mean": load.max_over_mean, "moe_imbalance_score": load.imbalance_score,
                "moe_dropped_fraction": load.dropped_fraction,
                **_schedule_extra(traces, ends, step_s, crit, breakdown, layout, mem)})
+
+
+def _engine_stats(stages, traces) -> dict:
+    """How much the event engine simulated: unit simulations and their op/collective events (after
+    memoisation and coalescing), and pipeline units run."""
+    coster = stages[0].pair_fn.args[0] if stages and stages[0].pair_fn is not None else None
+    return {"engine_unit_simulations": coster.simulations if coster else 0,
+            "engine_op_events": coster.op_events if coster else 0,
+            "engine_pipeline_units": sum(t.units_run for t in traces)}
 
 
 def _hardware_flops(stages, specs, plan, m: int) -> float:
@@ -132,10 +142,12 @@ def _schedule_extra(traces, ends, step_s: float, crit: int, breakdown: dict, lay
 def _memory(model, hw, plan, specs, sh, places, m: int, load_factor: float = 1.0) -> list[dict[str, float]]:
     """Memory (bytes) of each pipeline rank, with the held activations read off the schedule's
     orders (``schedule_orders``; zero-bubble schedules as they run with equal unit times)."""
-    from npusim.engine.schedules import live_counts, schedule_orders
+    from npusim.engine.schedules import live_counts, pair_steady, schedule_orders
 
     layout = pipeline_layout(plan.pipeline_schedule, plan.pp, plan.vpp)
     orders = schedule_orders(plan.pipeline_schedule, plan.pp, plan.vpp, m)
+    if paired_fb(model, plan):
+        orders = [pair_steady(o) for o in orders]
     lives = [live_counts(o, len(layout.rank_chunks[r])) for r, o in enumerate(orders)]
     inp = StepInputs(model, hw, plan, sh.seq_len, 0, 0)
     return _rank_memory(inp, layout, lives, specs, sh, places, load_factor)

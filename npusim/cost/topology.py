@@ -126,6 +126,7 @@ def _read_tiers(hw) -> Tiers:
     """Build the graph and read each tier's per-device bandwidth."""
     dom = hw.scale_up_devices
     co = hw.cluster
+    # Two leaves' worth of devices show every tier (scale-up, NIC, spine); larger clusters repeat them.
     g = build_graph(hw, min(hw.max_devices, max(dom * 2, hw.node.devices_per_node * co.nodes_per_leaf * 2)))
     dev0 = ("dev", 0)
     up = [d for _, _, d in g.edges(dev0, data=True) if d["tier"] == "scale_up"]

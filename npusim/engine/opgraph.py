@@ -20,8 +20,9 @@ A pass lists its kernels and collectives in program order (``Pass.items``). Its 
   ``post_norm_bwd``);
 - **ZeRO-3 parameter gathers** (``zero3_param_gather*``, one per layer) run in their own lane in
   order, each at most ``prefetch`` layers ahead of the layer that needs it; that layer's first item
-  waits for it. **DP gradient buckets** (``dp_grad_bucket*``) start when the layer's weight
-  gradients are done and nothing waits for them.
+  waits for it. **DP gradient buckets** (``dp_grad_bucket*``, one per layer and group) start when
+  the layer's weight gradients are done and the group's previous bucket has finished (one stream
+  per DP group), and nothing waits for them.
 
 Two passes in one unit (an overlapped forward + backward pair) are two independent graphs.
 """
@@ -147,6 +148,7 @@ def _chain_nodes(items: list, ov: Overlap, chain: int, nodes: list[Node]) -> Non
     starts: list[int | None] = [] # main item before each layer start (where a gather may begin)
     pending_layer_gather: int | None = None
     wgrads_since_layer: list[int] = []
+    last_bucket: dict[str, int] = {}
 
     def add(item, deps, lane) -> int:
         nodes.append(Node(item, tuple(sorted(set(d for d in deps if d is not None))), lane, chain))
@@ -182,7 +184,8 @@ def _chain_nodes(items: list, ov: Overlap, chain: int, nodes: list[Node]) -> Non
             pending_layer_gather = gathers[i]
             continue
         if isinstance(it, Comm) and name.startswith(DP_BUCKET):
-            add(it, list(wgrads_since_layer) + [last_main], "dp")
+            # buckets of one group run in order on that group's stream
+            last_bucket[it.group] = add(it, list(wgrads_since_layer) + [last_main, last_bucket.get(it.group)], "dp")
             continue
         if ov.ep and _is_shared(it):
             dep = shared_tail if shared_tail is not None else fork

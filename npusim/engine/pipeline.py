@@ -38,6 +38,8 @@ class RankTrace:
     """(kind, stage, micro-batch, start, end) for the timeline."""
     hidden_comm_s: dict[str, float] = field(default_factory=dict)
     """Communication seconds hidden behind compute, by part (pass-level overlap and FB pairs)."""
+    units_run: int = 0
+    """Pipeline units (F, B, W, FB) this rank ran."""
     resource_busy_s: dict[str, float] = field(default_factory=dict)
     """Resource-seconds used per resource over the step's units (matrix, vector, hbm, su, nic, spine)."""
     live: set[tuple[int, ...]] = field(default_factory=set)
@@ -220,6 +222,7 @@ class Engine:
             role = "B" if kind == "B" and not split else ("Bi" if kind == "B" else kind)
             parts, dur, hidden = self.role_cost(stage, role)
             busy = self.busy.get((stage, role), {})
+        tr.units_run += 1
         for k, v in busy.items():
             tr.resource_busy_s[k] = tr.resource_busy_s.get(k, 0.0) + v
         start = env.now

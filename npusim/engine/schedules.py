@@ -69,6 +69,12 @@ def pair_steady(order: list[Unit]) -> list[Unit]:
     return out
 
 
+def paired_fb(model, plan) -> bool:
+    """True when the plan runs 1F1B's steady state as overlapped forward+backward pairs: EP overlap
+    on an MoE model with expert parallelism (plan dependent)."""
+    return bool(plan.ep_overlap) and model.is_moe and plan.expert_ep > 1 and plan.pipeline_schedule in ("1f1b", "interleaved")
+
+
 def schedule_orders(name: str, pp: int, vpp: int, m: int) -> list[list[Unit]]:
     """Per-rank unit orders of a named schedule ('forward' = inference: forwards only, in order).
 

@@ -67,12 +67,12 @@ ZERO3_PREFETCH_LAYERS = 1
 DeepSpeed prefetch the next layer's parameters while the current one computes)."""
 
 
-def _layer_spec(spec, moe: bool) -> ChunkSpec:
+def layer_spec(spec, moe: bool) -> ChunkSpec:
     """A one-layer chunk of the kind given (its parameters are one layer's)."""
     return ChunkSpec(spec.index, 0 if moe else 1, 1 if moe else 0, False, False, 0)
 
 
-def _dp_comms(inp: StepInputs, spec, prefix: str, kind: str, grad: bool) -> list[Comm]:
+def dp_comms(inp: StepInputs, spec, prefix: str, kind: str, grad: bool) -> list[Comm]:
     """ZeRO-3 parameter gathers (``grad`` False) or DP gradient buckets (True) of ``spec``'s
     parameters: dense ones over the DP x CP group, expert ones over the expert-DP group."""
     model, plan = inp.model, inp.plan
@@ -106,9 +106,9 @@ def chunk_passes(inp: StepInputs, sh: Shard, spec, load_factor: float = 1.0,
         lf = layer_forward(model, sh, moe, load_factor)
         lb = backward_pass(lf)
         rc = recompute_of(lf, plan.recompute)
-        one = _layer_spec(spec, moe)
-        gather = _dp_comms(inp, one, "zero3_param_gather", "all_gather", False) if zero3 else []
-        bucket = _dp_comms(inp, one, "dp_grad_bucket", red, True) if dp_buckets else []
+        one = layer_spec(spec, moe)
+        gather = dp_comms(inp, one, "zero3_param_gather", "all_gather", False) if zero3 else []
+        bucket = dp_comms(inp, one, "dp_grad_bucket", red, True) if dp_buckets else []
         for _ in range(count):
             fwd.add(Marker(LAYER_START), *gather)
             fwd.extend(lf)
@@ -129,7 +129,7 @@ def chunk_passes(inp: StepInputs, sh: Shard, spec, load_factor: float = 1.0,
         bwd.extend(backward_pass(embedding_pass(model, sh)))
     if dp_buckets:
         extra = ChunkSpec(spec.index, 0, 0, spec.embedding, spec.head, spec.mtp)
-        bwd.add(*_dp_comms(inp, extra, "dp_grad_bucket", red, True))
+        bwd.add(*dp_comms(inp, extra, "dp_grad_bucket", red, True))
     if plan.precision == "fp8":
         fwd, bwd = Pass(with_fp8_casts(fwd.items)), Pass(with_fp8_casts(bwd.items))
     return fwd, bwd

@@ -49,6 +49,10 @@ class UnitCoster:
         plan = self.inp.plan
         self.overlap = Overlap(tp=plan.tp_comm_overlap, ep=bool(plan.ep_overlap))
         self.memo: dict = {}
+        self.simulations = 0
+        """Unit simulations run (after memoisation and coalescing)."""
+        self.op_events = 0
+        """Ops and collectives simulated over all unit simulations."""
 
     def _items(self, spec: ChunkSpec, role: str, loaded: bool) -> list:
         """Items of one pass of ``spec``: role 'F', 'B', 'Bi', 'W' or 'Bdp' (backward with DP buckets)."""
@@ -75,6 +79,8 @@ class UnitCoster:
         hit = self.memo.get(key)
         if hit is None:
             nodes = build_graph([self._items(s, r, loaded) for s, r in parts], self.overlap)
+            self.simulations += 1
+            self.op_events += len(nodes)
             hit = self.memo[key] = run_unit(nodes, self.inp.hw, self.inp.plan.precision, self.places, self.cache)
         return hit
 

@@ -95,6 +95,12 @@ def _tail_events(rank: int, events: list[tuple], sp) -> list[dict]:
     mine = [specs[c * plan.pp + rank] for c in range(plan.vpp)]
     reduce = {c: dp_reduce_time(si, s, places) for c, s in enumerate(mine)}
     red = {c: v[0] for c, v in reduce.items()}
+    if plan.overlap_grad_reduce:  # what the buckets leave after the last backward, as simulate does
+        from npusim.engine.layout import SPLIT_SCHEDULES
+        from npusim.engine.step import stage_costs
+
+        costs = stage_costs(si, specs, places, {}, sp.load, plan.pipeline_schedule in SPLIT_SCHEDULES)
+        red = {c: costs[c * plan.pp + rank].dp_after_s for c in range(plan.vpp)}
     gather = sum(v[1] for v in reduce.values())
     tail = dp_tail(tr, red, plan.overlap_grad_reduce)
     out = []
@@ -103,8 +109,8 @@ def _tail_events(rank: int, events: list[tuple], sp) -> list[dict]:
         if red[c] <= 0:
             continue
         if plan.overlap_grad_reduce:  # the recurrence of npusim.engine.step.dp_tail
-            s0 = max(t, tr.last_backward_start_s.get(c, 0.0))
-            t = max(s0 + red[c], tr.last_backward_end_s.get(c, 0.0) + red[c] / 8.0)
+            s0 = max(t, tr.last_backward_end_s.get(c, 0.0))
+            t = s0 + red[c]
         else:
             s0, t = t, t + red[c]
         out.append(_event("gradient reduce", "dp", rank, "dp", s0, t,
@@ -192,6 +198,6 @@ def dumps_trace(trace: dict) -> str:
 
 def write_chrome_trace(result, path, *, hardware=None, stage_costs=None) -> Path:
     """Write ``chrome_trace(result)`` to ``path`` (JSON); return the path."""
-    p = Path(path)
-    p.write_text(dumps_trace(chrome_trace(result, stage_costs, hardware=hardware)), encoding="utf-8")
-    return p
+    from npusim.outputs import write_text
+
+    return write_text(path, dumps_trace(chrome_trace(result, stage_costs, hardware=hardware)))

@@ -25,7 +25,7 @@ from npusim.cost.compute import matrix_dtype
 from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
 from npusim.cost.passes import PART_NAMES
 from npusim.engine.pipeline import RankTrace
-from npusim.engine.schedules import schedule_orders
+from npusim.engine.schedules import pair_steady, paired_fb, schedule_orders
 from npusim.engine.step import StepInputs, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time, routing_spec
 from npusim.flops import flops_per_token
 from npusim.sweep.lowered import oid, stage_cost, stage_prefix
@@ -84,21 +84,28 @@ def rank_groups(model, pp: int, vpp: int) -> list[tuple[tuple, list]]:
     return out
 
 
-def live_vectors(schedule: str, pp: int, vpp: int, m: int, ranks: tuple) -> list[tuple]:
-    """Non-dominated per-chunk counts of in-flight micro-batches over ``ranks`` (peaks of the schedule)."""
+def live_vectors(schedule: str, pp: int, vpp: int, m: int, ranks: tuple, paired: bool = False) -> list[tuple]:
+    """Non-dominated per-chunk counts of in-flight micro-batches over ``ranks`` (peaks of the schedule;
+    ``paired``: steady-state backward + next forward run as one unit, ``schedules.pair_steady``)."""
     mm = min(m, 4 * pp)
-    key = (schedule, pp, vpp, mm, ranks)
+    key = (schedule, pp, vpp, mm, ranks, paired)
     hit = _LIVE.get(key)
     if hit is not None:
         return hit
     orders = schedule_orders(schedule, pp, vpp, mm)
+    if paired:
+        orders = [pair_steady(o) for o in orders]
     seen: set = set()
     for r in ranks:
         live = [0] * vpp
-        for kind, c, _ in orders[r]:
-            live[c] += 1 if kind == "F" else -1
-            if kind == "F":
+        for u in orders[r]:
+            if u[0] in ("F", "FB"):
+                live[u[1]] += 1
                 seen.add(tuple(live))
+            if u[0] == "B":
+                live[u[1]] -= 1
+            elif u[0] == "FB":
+                live[u[3]] -= 1
     vecs = [v for v in seen if not any(w != v and all(a >= b for a, b in zip(w, v)) for w in seen)]
     out = _LIVE[key] = sorted(vecs)
     return out
@@ -137,7 +144,8 @@ def memory(model, hw, plan, seq_len: int, places, m: int, load_factor: float = 1
     (memoised: it depends on the micro-batch count only through min(m, 4 pp))."""
     key = (oid(model), plan.pp, plan.vpp, plan.pipeline_schedule, min(m, 4 * plan.pp), plan.tp, plan.cp, plan.sp,
            plan.expert_ep, plan.expert_tp, plan.recompute, plan.flash_attention, plan.micro_batch, seq_len,
-           plan.zero, plan.precision, plan.master_weights, places["dp_cp"].size, places["edp"].size, load_factor)
+           plan.zero, plan.precision, plan.master_weights, places["dp_cp"].size, places["edp"].size, load_factor,
+           paired_fb(model, plan))
     hit = _MEMORY.get(key)
     if hit is None:
         hit = _MEMORY[key] = _memory(model, plan, seq_len, places, m, load_factor)
@@ -161,7 +169,7 @@ def _memory(model, plan, seq_len: int, places, m: int, load_factor: float) -> di
             if spec.head:
                 act += sh.tokens * model.vocab / plan.tp * 4.0
             weight.append(act)
-        vecs = live_vectors(plan.pipeline_schedule, plan.pp, plan.vpp, m, tuple(ranks))
+        vecs = live_vectors(plan.pipeline_schedule, plan.pp, plan.vpp, m, tuple(ranks), paired_fb(model, plan))
         acts = max((sum(w * n for w, n in zip(weight, v)) for v in vecs), default=0.0)
         row = dict(state_bytes(plan, dense, expert, dp_shard, edp_shard), activations=max(0.0, acts))
         row["total"] = sum(row.values())
@@ -190,6 +198,11 @@ def _tail(inp: StepInputs, specs, places, bwd: list[float]) -> tuple[float, floa
     red, gather, dense, expert, before = {}, 0.0, 0.0, 0.0, 0.0
     for c, spec in enumerate(specs):
         r_s, g_s = _reduce(inp, spec, places)
+        if plan.overlap_grad_reduce:
+            # one bucket per layer, released evenly through the last backward on a serial stream:
+            # what is left after it (the event engine's ``dp_after_s``)
+            n = max(1, spec.layers)
+            r_s = max(r_s / n, r_s - bwd[c] * (n - 1) / n)
         red[c], gather = r_s, gather + g_s
         tr.last_backward_end_s[c] = finish_s - before
         tr.last_backward_start_s[c] = finish_s - before - bwd[c]

@@ -15,16 +15,21 @@ from npusim.cost.compute import op_time
 from npusim.cost.memory import chunk_params
 from npusim.cost.passes import _exposed
 from npusim.engine.pipeline import StageCost
-from npusim.engine.step import fp8_casts, make_shard
+from npusim.engine.schedules import paired_fb
+from npusim.engine.step import StepInputs, dp_comms, fp8_casts, layer_spec, make_shard
+from npusim.workload.passes import ChunkSpec
 from npusim.workload.layers import ACT_BYTES
 from npusim.workload.ops import Comm, Pass
 from npusim.workload.passes import backward_pass, extras_forward, layer_forward, recompute_of
 
-# Summary vector layout: time sums plus matrix FLOPs.
-_C, _R, _G, _A, _TP, _CP, _EP, _PP, _DP, _FL = range(10)
+# Summary vector layout: time sums (kernels, GEMMs, attention, weight-gradient GEMMs, collectives by
+# class), matrix FLOPs and the number of layers summed.
+_C, _R, _G, _A, _TP, _CP, _EP, _PP, _DP, _FL, _W, _N = range(12)
+_SLOTS = 12
 _COMM_SLOT = {"tp": _TP, "cp": _CP, "ep": _EP, "pp": _PP, "dp": _DP}
 _MATRIX = ("gemm", "grouped_gemm", "attention")
 
+_ONE = ChunkSpec(0, 0, 0, False, False, 0)
 _KEEP: dict[int, object] = {}
 _OP_TIME: dict[tuple, float] = {}
 _COMM_TIME: dict[tuple, float] = {}
@@ -50,7 +55,7 @@ def clear_caches() -> None:
 def summarize(p: Pass, hw, precision: str, places: dict) -> list[float]:
     """Sums of one pass that ``pass_parts`` depends on (op and collective times memoised on hardware)."""
     h = oid(hw)
-    v = [0.0] * 10
+    v = [0.0] * _SLOTS
     for op in p.ops:
         key = (h, precision, op)
         t = _OP_TIME.get(key)
@@ -63,6 +68,8 @@ def summarize(p: Pass, hw, precision: str, places: dict) -> list[float]:
             v[_A] += t
         if op.kind in _MATRIX:
             v[_FL] += op.flops
+        if "_wgrad" in op.name:
+            v[_W] += t
     for c in p.comms:
         pl = places[c.group]
         key = (h, c, pl)
@@ -75,29 +82,80 @@ def summarize(p: Pass, hw, precision: str, places: dict) -> list[float]:
 
 def combine(terms) -> list[float]:
     """Linear combination of summaries: ``terms`` is an iterable of (weight, summary)."""
-    out = [0.0] * 10
+    out = [0.0] * _SLOTS
     for w, s in terms:
         if w:
-            for i in range(10):
+            for i in range(_SLOTS):
                 out[i] += w * s[i]
     return out
 
 
-def finish(v: list[float], hw, plan) -> dict[str, float]:
-    """Named parts of a pass from its sums, with the overlap rules of ``pass_parts``."""
+def _pipelined(comm: float, cover: float, n: int) -> float:
+    """Exposed seconds of ``comm`` split into ``n`` chunks pipelined with ``cover`` seconds of the
+    kernel next to it (the event engine's chunk-by-chunk dependencies, in closed form)."""
+    if comm <= 0.0:
+        return 0.0
+    n = max(1, n)
+    return comm / n + max(0.0, comm - cover) * (n - 1) / n
+
+
+def finish(v: list[float], hw, plan, ep_cover: float | None = None) -> dict[str, float]:
+    """Named parts of a pass from its sums: the event engine's overlap rules in closed form.
+
+    CP's KV exchange is pipelined with attention (cp blocks); TP collectives with
+    ``tp_comm_overlap`` are pipelined with their GEMMs (tp chunks) and the weight gradients hide
+    what is left; ZeRO-3 gathers run one layer ahead, so only the first layer's and what exceeds
+    the compute are exposed; with ``ep_overlap`` the all-to-all hides behind another micro-batch's
+    compute (the 1F1B / DualPipe pairs: ``ep_cover``, the kernel seconds of the pass it is paired
+    with; its own otherwise). Hidden collectives slow the compute by the profile's share.
+    """
     parts = {"compute": v[_C], "recompute": v[_R]}
-    budget = [v[_G] + v[_A]]
+    kernels = v[_C] + v[_R]
     tp, cp, ep, pp, dp = v[_TP], v[_CP], v[_EP], v[_PP], v[_DP]
-    if plan.tp_comm_overlap:
-        tp = _exposed(tp, budget, hw, parts)
-    cp = _exposed(cp, budget, hw, parts)
-    if plan.overlap_param_gather:
-        dp = _exposed(dp, budget, hw, parts)
-    if plan.ep_overlap:
-        budget[0] += v[_C] + v[_R] - v[_G] - v[_A]
-        ep = _exposed(ep, budget, hw, parts)
-    parts.update(tp_comm=tp, cp_comm=cp, ep_comm=ep, pp_comm=pp, dp_comm=dp)
+    hidden = 0.0
+    cp_x = _pipelined(cp, v[_A], plan.cp)
+    hidden += cp - cp_x
+    tp_x = tp
+    if plan.tp_comm_overlap and tp > 0:
+        tp_x = _pipelined(tp, v[_G] - v[_W], plan.tp)
+        tp_x = max(tp / max(1, plan.tp), tp_x - v[_W])
+        hidden += tp - tp_x
+    dp_x = dp
+    if dp > 0:
+        n = max(1.0, v[_N])
+        dp_x = dp / n + max(0.0, dp - kernels) * (n - 1) / n
+        hidden += dp - dp_x
+    ep_x = ep
+    if plan.ep_overlap and ep > 0:
+        budget = [kernels if ep_cover is None else ep_cover]
+        ep_x = _exposed(ep, budget, hw, {"compute": 0.0})
+        hidden += ep - ep_x
+    parts["compute"] += hidden * hw.derating.overlap_compute_slowdown
+    parts.update(tp_comm=tp_x, cp_comm=cp_x, ep_comm=ep_x, pp_comm=pp, dp_comm=dp_x)
     return parts
+
+
+_COMM_PARTS = ("tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm")
+
+
+def paired_parts(fp: dict[str, float], bp: dict[str, float], hw) -> tuple[dict[str, float], dict[str, float]]:
+    """A forward and a backward run as one overlapped unit, in closed form: the pair takes the
+    longest of both passes' kernels together and each pass alone with its exposed collectives;
+    what the kernels do not cover stays exposed, shared out over the collectives in proportion."""
+    kf, kb = fp["compute"] + fp["recompute"], bp["compute"] + bp["recompute"]
+    xf = sum(fp.get(k, 0.0) for k in _COMM_PARTS)
+    xb = sum(bp.get(k, 0.0) for k in _COMM_PARTS)
+    if xf + xb <= 0.0:
+        return fp, bp
+    exposed = max(kf + kb, kf + xf, kb + xb) - kf - kb
+    scale = exposed / (xf + xb)
+    slow = (xf + xb - exposed) * hw.derating.overlap_compute_slowdown / 2.0
+    fo, bo = dict(fp), dict(bp)
+    for d in (fo, bo):
+        for k in _COMM_PARTS:
+            d[k] = d.get(k, 0.0) * scale
+        d["compute"] += slow
+    return fo, bo
 
 
 def _layer_key(model, hw, plan, sh, places, load_factor: float) -> tuple:
@@ -106,9 +164,11 @@ def _layer_key(model, hw, plan, sh, places, load_factor: float) -> tuple:
     return (oid(model), oid(hw), sh, plan.precision, plan.recompute, groups, load_factor)
 
 
-def layer_summaries(model, hw, plan, sh, places, moe: bool, load_factor: float = 1.0) -> tuple:
-    """(forward, backward with recompute) summaries of one dense or MoE layer (memoised)."""
-    key = (_layer_key(model, hw, plan, sh, places, load_factor), moe)
+def layer_summaries(model, hw, plan, sh, places, moe: bool, load_factor: float = 1.0, zero3_inp=None) -> tuple:
+    """(forward, backward with recompute) summaries of one dense or MoE layer (memoised), with its
+    ZeRO-3 parameter gathers when ``zero3_inp`` (the point's StepInputs) is given."""
+    z3 = (zero3_inp.plan.dp, zero3_inp.plan.cp, places["dp_cp"], places["edp"]) if zero3_inp is not None else None
+    key = (_layer_key(model, hw, plan, sh, places, load_factor), moe, z3)
     hit = _LAYER.get(key)
     if hit is not None:
         return hit
@@ -121,13 +181,17 @@ def layer_summaries(model, hw, plan, sh, places, moe: bool, load_factor: float =
     if pr == "fp8":
         f = combine([(1, f), (1, summarize(Pass(fp8_casts(lf.ops)), hw, pr, places))])
         b = combine([(1, b), (1, summarize(Pass(fp8_casts(rc.ops) + fp8_casts(lb.ops)), hw, pr, places))])
+    if zero3_inp is not None:
+        g = summarize(Pass(dp_comms(zero3_inp, layer_spec(_ONE, moe), "zero3_param_gather", "all_gather", False)),
+                      hw, pr, places)
+        f, b = combine([(1, f), (1, g)]), combine([(1, b), (1, g)])
+    f[_N] = b[_N] = 1.0
     out = _LAYER[key] = (f, b)
     return out
 
 
 def _extras(model, hw, plan, sh, spec, places) -> tuple[list[float], list[float]]:
-    """Forward and backward summaries of a chunk's embedding, MTP modules and head (memoised),
-    plus its ZeRO-3 parameter all-gather."""
+    """Forward and backward summaries of a chunk's embedding, MTP modules and head (memoised)."""
     key = (_layer_key(model, hw, plan, sh, places, 1.0), spec.embedding, spec.head, spec.mtp)
     hit = _EXTRAS.get(key)
     if hit is None:
@@ -139,22 +203,19 @@ def _extras(model, hw, plan, sh, spec, places) -> tuple[list[float], list[float]
             f = combine([(1, f), (1, summarize(Pass(fp8_casts(ex.ops)), hw, pr, places))])
             b = combine([(1, b), (1, summarize(Pass(fp8_casts(bx.ops)), hw, pr, places))])
         hit = _EXTRAS[key] = (f, b)
-    f, b = hit
-    if plan.zero >= 3 and plan.dp * plan.cp > 1:
-        dense = chunk_params(model, plan, spec).dense
-        g = Comm("zero3_param_gather", "dp", "all_gather", "dp_cp", plan.dp * plan.cp, dense * 2, overlappable=True)
-        gz = summarize(Pass([], [g]), hw, plan.precision, places)
-        f, b = combine([(1, f), (1, gz)]), combine([(1, b), (1, gz)])
-    return f, b
+    return hit
 
 
-def _chunk_sums(model, hw, plan, sh, spec, places, load_factor: float):
+def _chunk_sums(model, hw, plan, sh, spec, places, load_factor: float, seq_len: int = 0):
     """Forward and backward sums of one chunk for one micro-batch at a routing load factor."""
     ef, eb = _extras(model, hw, plan, sh, spec, places)
     terms_f, terms_b = [(1, ef)], [(1, eb)]
+    z3 = None
+    if plan.zero >= 3 and plan.dp * plan.cp > 1:
+        z3 = StepInputs(model, hw, plan, seq_len, 0, 0)
     for moe, n in ((False, spec.dense_layers), (True, spec.moe_layers)):
         if n:
-            f, b = layer_summaries(model, hw, plan, sh, places, moe, load_factor)
+            f, b = layer_summaries(model, hw, plan, sh, places, moe, load_factor, z3)
             terms_f.append((n, f))
             terms_b.append((n, b))
     return combine(terms_f), combine(terms_b)
@@ -177,12 +238,20 @@ def stage_cost(model, hw, plan, seq_len: int, places, spec, load, prefix: tuple 
     hit = _STAGE.get(key)
     if hit is not None:
         return hit
-    f, b = _chunk_sums(model, hw, plan, sh, spec, places, 1.0)
-    f_parts, b_parts = finish(f, hw, plan), finish(b, hw, plan)
+    f, b = _chunk_sums(model, hw, plan, sh, spec, places, 1.0, seq_len)
+    pair = paired_fb(model, plan)
+
+    def parts_of(f_, b_):
+        """Forward and backward parts; paired passes hide each other's communication."""
+        fp, bp = finish(f_, hw, plan, 0.0 if pair else None), finish(b_, hw, plan, 0.0 if pair else None)
+        return paired_parts(fp, bp, hw) if pair else (fp, bp)
+
+    f_parts, b_parts = parts_of(f, b)
     if spec.moe_layers and load.max_over_mean != 1.0:
-        fx, bx = _chunk_sums(model, hw, plan, sh, spec, places, load.max_over_mean)
-        f_parts["imbalance"] = max(0.0, sum(finish(fx, hw, plan).values()) - sum(f_parts.values()))
-        b_parts["imbalance"] = max(0.0, sum(finish(bx, hw, plan).values()) - sum(b_parts.values()))
+        fx, bx = _chunk_sums(model, hw, plan, sh, spec, places, load.max_over_mean, seq_len)
+        fpx, bpx = parts_of(fx, bx)
+        f_parts["imbalance"] = max(0.0, sum(fpx.values()) - sum(f_parts.values()))
+        b_parts["imbalance"] = max(0.0, sum(bpx.values()) - sum(b_parts.values()))
     p2p_s = 0.0
     if plan.pp > 1:
         p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, sh.tokens * model.hidden * ACT_BYTES / plan.tp)

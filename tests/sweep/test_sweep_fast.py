@@ -1,5 +1,6 @@
-"""The fast tier reuses the core exactly where it can (stage costs, memory) and approximates only the
-pipeline: its step time stays close to the SimPy simulation's and its breakdown adds up."""
+"""The fast tier reuses the core's lowering and memory exactly and puts the event engine's overlap
+rules in closed form: its stage costs equal the engine's where the unit is one chain (no overlap),
+stay close where overlap emerges from the engine, and its step time tracks the event simulation."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -47,6 +48,10 @@ def inputs(case):
     return model, hw, make_plan(parse_plan(plan)), TrainWorkload(seq_len=seq, global_batch=gb), devices
 
 
+OVERLAPPED = ("cp=2", "tp_comm_overlap=1", "zero=3", "ep_overlap=1")
+"""Plans whose units the event engine runs as more than one chain (closed form approximates them)."""
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_stage_costs_equal_the_core(case):
     model, hw, plan, wl, devices = inputs(case)
@@ -55,11 +60,18 @@ def test_stage_costs_equal_the_core(case):
     places = placements(plan, hw)
     specs = chunk_specs(model, plan.pp, plan.vpp)
     load_ = moe_load(inp, places)
+    chain = not any(o in case[3] for o in OVERLAPPED)
     for core, mine in zip(stage_costs(inp, specs, places, {}, load_),
                           [stage_cost(model, hw, plan, wl.seq_len, places, s, load_) for s in specs]):
-        for a, b in ((core.forward, mine.forward), (core.backward, mine.backward)):
-            for k in set(a) | set(b):
-                assert a.get(k, 0.0) == pytest.approx(b.get(k, 0.0), rel=1e-9, abs=1e-15), k
+        if chain:  # one chain per unit: the engine's parts are the sums
+            for a, b in ((core.forward, mine.forward), (core.backward, mine.backward)):
+                for k in set(a) | set(b):
+                    assert a.get(k, 0.0) == pytest.approx(b.get(k, 0.0), rel=1e-9, abs=1e-15), k
+        else:  # a forward plus a backward, per micro-batch
+            total = sum(core.forward.values()) + sum(core.backward.values())
+            if "ep_overlap=1" in case[3]:  # steady state runs a forward beside a backward
+                total = core.pair_fn(core.spec, core.spec, False)[1]
+            assert sum(mine.forward.values()) + sum(mine.backward.values()) == pytest.approx(total, rel=0.1)
         assert core.hw_flops == pytest.approx(mine.hw_flops, rel=1e-12)
         assert core.p2p_s == pytest.approx(mine.p2p_s, rel=1e-12)
 
@@ -69,10 +81,12 @@ def test_estimate_tracks_the_event_simulation(case):
     full = simulate(*inputs(case))
     est = fast.estimate(*inputs(case))
     assert est["peak_memory_GB"] == pytest.approx(full.peak_memory_GB, rel=1e-9)
-    assert est["step_time_s"] == pytest.approx(full.step_time_s, rel=0.03)
+    # closed-form overlap (ZeRO-3 prefetch, TP pipelining) within 6 %; one-chain plans within 3 %
+    tol = 0.06 if any(o in case[3] for o in OVERLAPPED) else 0.03
+    assert est["step_time_s"] == pytest.approx(full.step_time_s, rel=tol)
     assert sum(est["breakdown_s"].values()) == pytest.approx(est["step_time_s"], rel=1e-9)
     assert set(est["breakdown_s"]) == set(full.breakdown_s)
-    assert 0 < est["mfu"] <= 1 and est["mfu"] == pytest.approx(full.mfu, rel=0.03)
+    assert 0 < est["mfu"] <= 1 and est["mfu"] == pytest.approx(full.mfu, rel=tol)
 
 
 def test_one_f_one_b_is_exact_for_uniform_stages():

@@ -15,7 +15,9 @@ GROUPS = {
     # Target 15 % (issue 3), out of reach while the three DISPUTED_ROWS (docs/crosscheck.md) are in:
     # they alone put the 10-row MAPE at 17 %. The undisputed rows are gated on their own.
     "moe-training": (MOE_ROWS, 27.0, 70.0),
-    "moe-training-undisputed": ([i for i in MOE_ROWS if i not in DISPUTED_ROWS], 13.0, 30.0),
+    # 13 % -> 14 % with the resource-level engine (issue 13): V077's EP overlap is now earned from
+    # the 1F1B all-to-all pairs instead of granted as a budget (-4 % -> +16 %); nothing was fitted.
+    "moe-training-undisputed": ([i for i in MOE_ROWS if i not in DISPUTED_ROWS], 14.0, 30.0),
 }
 
 
