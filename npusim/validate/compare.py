@@ -7,9 +7,10 @@ yet, bad config, any other exception) or that is not a positive finite number ma
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
-from npusim.validate.runs import RunRecord, measured_metric
+if TYPE_CHECKING:  # pragma: no cover
+    from npusim.validate.schema import RunRecord
 
 
 def _one_line(exc: BaseException) -> str:
@@ -60,7 +61,7 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
     return None if math.isnan(tau) else tau
 
 
-def validate_runs(records: Iterable[RunRecord], predict: Callable[[RunRecord], float]) -> dict:
+def validate_runs(records: Iterable["RunRecord"], predict: Callable[["RunRecord"], float]) -> dict:
     """Predict every record's metric and compare it with the measurement.
 
     Returns ``{"rows": [{"id", "metric", "measured", "predicted", "error_pct", "status", "reason"}],
@@ -68,6 +69,8 @@ def validate_runs(records: Iterable[RunRecord], predict: Callable[[RunRecord], f
     ``error_pct = 100*(predicted-measured)/measured`` (signed, 2 dp), ``n`` counts the ok rows and
     MAPE / max APE / tau-b are over them (None when there are none, tau None when n < 2).
     """
+    from npusim.validate.convert import measured_metric
+
     rows: list[dict[str, Any]] = []
     measured_ok: list[float] = []
     predicted_ok: list[float] = []
@@ -110,23 +113,36 @@ def validate_runs(records: Iterable[RunRecord], predict: Callable[[RunRecord], f
 
 
 def _num(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x:.4g}"
+    if x is None:
+        return "-"
+    return f"{x:.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
 
 
 def _fmt_summary_value(x: Optional[float], suffix: str = "") -> str:
     return "n/a" if x is None else f"{x}{suffix}"
 
 
+def _mfu_cells(r: dict) -> tuple[str, str]:
+    m = r.get("mfu")
+    if not m:
+        return "-", "-"
+    return f"{100 * m['measured']:.1f}", f"{100 * m['predicted']:.1f} {m['convention']}"
+
+
 def format_table(result: dict) -> str:
-    """An aligned text table of ``validate_runs`` output, with a summary line at the end."""
-    head = ("id", "metric", "measured", "predicted", "error %", "status")
+    """An aligned text table of ``validate_runs`` output, with a summary line at the end. Rows analysed
+    by ``npusim.validate.analysis`` add MFU columns (in % and the row's convention)."""
+    with_mfu = any("mfu" in r for r in result["rows"])
+    head = ("id", "metric", "measured", "predicted", "error %") + (("MFU meas %", "MFU pred %") if with_mfu else ()) \
+        + ("status",)
     body = []
     for r in result["rows"]:
         err = "-" if r["error_pct"] is None else f"{r['error_pct']:+.2f}"
         status = r["status"] if not r.get("reason") else f"{r['status']}: {r['reason']}"
-        body.append((str(r["id"]), r["metric"] or "-", _num(r["measured"]), _num(r["predicted"]), err, status))
+        cells = (str(r["id"]), r["metric"] or "-", _num(r["measured"]), _num(r["predicted"]), err)
+        body.append(cells + (_mfu_cells(r) if with_mfu else ()) + (status,))
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head) - 1)]
-    right = (False, False, True, True, True)
+    right = (False, False, True, True, True, True, False)
 
     def line(cells: tuple[str, ...]) -> str:
         parts = [c.rjust(w) if right[i] else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
@@ -137,5 +153,6 @@ def format_table(result: dict) -> str:
     s = result["summary"]
     out.append(f"n={s['n']} MAPE={_fmt_summary_value(s['mape_pct'], '%')} "
                f"max={_fmt_summary_value(s['max_ape_pct'], '%')} tau={_fmt_summary_value(s['kendall_tau'])} "
-               f"skipped={s['skipped']}")
+               + (f"does_not_fit={s['does_not_fit']} " if "does_not_fit" in s else "")
+               + f"skipped={s['skipped']}")
     return "\n".join(out)

@@ -22,15 +22,14 @@ def with_calibration(profile_text: str, calibration: dict) -> str:
 
 def write_calibrated_profile(src: Path, calibration: dict, dest: Path) -> None:
     """Write ``src`` with the new calibration section to ``dest`` (atomically) once it is checked to load."""
-    import yaml
-
     from npusim.config.errors import ConfigError
     from npusim.config.hardware import HardwareProfile
     from npusim.config.loader import validate
+    from npusim.config.policy import load_yaml, read_text
     from npusim.outputs import write_text
 
-    text = with_calibration(src.read_text(encoding="utf-8"), calibration)
-    data = yaml.safe_load(text)
+    text = with_calibration(read_text(src), calibration)
+    data = load_yaml(text, str(dest))
     if not isinstance(data, dict):
         raise ConfigError(str(dest), "<root>", type(data).__name__, "top level must be a mapping", "key: value pairs")
     validate(HardwareProfile, data, str(dest))

@@ -90,13 +90,21 @@ class TraceSummary:
 
 def read_trace(path: str | Path) -> list[dict]:
     """The events of a Chrome-trace JSON file (an object with ``traceEvents`` or a bare list)."""
+    from npusim.config.policy import read_text
+
     p = Path(path)
-    if not p.is_file():
+    if not p.is_file() and not p.is_dir():
         raise ConfigError("--trace", "trace", str(path), "file not found", "a Chrome-trace JSON file")
+    text = read_text(p, str(path), max_bytes=None)  # profiler traces may be large; unreadable: one line
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(str(path), "<file>", None, f"not JSON: {e}") from None
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(str(path), "<file>", f"line {e.lineno}", f"not JSON: {e.msg}") from None
+    except RecursionError:
+        raise ConfigError(str(path), "<file>", None, "JSON nested too deeply to parse",
+                          "a Chrome trace (an object with traceEvents, or a list of events)") from None
+    except ValueError as e:  # e.g. an integer longer than Python converts
+        raise ConfigError(str(path), "<file>", None, f"not JSON: {' '.join(str(e).split())[:80]}") from None
     events = data.get("traceEvents") if isinstance(data, dict) else data
     if not isinstance(events, list):
         raise ConfigError(str(path), "traceEvents", None, "missing", "a Chrome trace (list of events)")

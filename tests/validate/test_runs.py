@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 
 from npusim.config.errors import ConfigError
+from npusim.validate import runs as runs_module
 from npusim.validate.runs import (
     COLUMNS, RunRecord, measured_metric, published_path, read_runs, record_model, record_plan_fields,
     record_workload,
 )
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared/data/runs/published.csv"
-PUBLISHED = SHARED if SHARED.is_file() else published_path()
-"""The project's reference copy when it is beside the checkout, else the copy shipped in the package."""
+PUBLISHED = published_path()
+"""The packaged copy: the project's reference rows plus the ``plan`` column."""
 
-needs_published = pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} not present")
+needs_shared = pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} not present")
 
 
 @pytest.fixture(scope="module")
@@ -71,21 +72,33 @@ def test_every_row_builds_model_and_plan(records):
     for rec in records:
         record_model(rec)
         fields = record_plan_fields(rec)
-        make_plan({**fields, "micro_batch": fields["micro_batch"] or 1}, rec.origin)
+        make_plan({**fields, "micro_batch": fields.get("micro_batch", 1)}, rec.origin)
         name, value = measured_metric(rec)
         assert value > 0
         assert name == {"train": "step_time_s", "prefill": "ttft_s", "decode": "tpot_s"}[rec.workload]
 
 
-def test_plan_fields_era_defaults(by_id):
+def test_plan_column_states_the_options(by_id):
     old = record_plan_fields(by_id["V001"])
     assert old["flash_attention"] is False and old["overlap_grad_reduce"] is False
-    assert old["vpp"] == 1 and old["micro_batch"] is None and old["ep"] == 1 and old["etp"] == 0
+    assert old["vpp"] == 1 and "micro_batch" not in old and "ep" not in old and "etp" not in old
     assert old["sp"] is False and old["zero"] == 0 and old["recompute"] == "full" and old["precision"] == "fp16"
     assert record_plan_fields(by_id["V023"])["flash_attention"] is False  # korthikanti-eq7
     new = record_plan_fields(by_id["V071"])  # megatron-core: plan defaults
     assert "flash_attention" not in new and "overlap_grad_reduce" not in new
-    assert new["zero"] == 3 and new["recompute"] == "none" and new["master_weights"] == "fp32"
+    assert new["zero"] == 3 and "recompute" not in new and new["master_weights"] == "fp32"
+    assert record_plan_fields(by_id["V072"])["sp"] is True  # NeMo recipe: SP with TP
+    assert record_plan_fields(by_id["V093"])["zero"] == 1  # distributed optimizer of the recipe
+    v077 = record_plan_fields(by_id["V077"])
+    assert v077["a2a"] == "hierarchical" and v077["ep_overlap"] is True
+    assert record_plan_fields(by_id["V098"])["a2a"] == "hierarchical"  # DeepEP
+    assert record_plan_fields(by_id["V114"])["tp_comm_overlap"] is True  # --use-mc2
+    assert record_plan_fields(by_id["V124"])["moe_dispatch"] == "allgather"
+
+
+def test_notes_and_recipe_tables_are_gone():
+    for name in ("NOTE_OPTIONS", "RECIPE_OPTIONS", "RECIPE_SP", "LEGACY_MEGATRON"):
+        assert not hasattr(runs_module, name), name
 
 
 def test_workload_and_metric(by_id):
@@ -96,9 +109,18 @@ def test_workload_and_metric(by_id):
         record_workload(by_id["P001"])
 
 
-@needs_published
-def test_packaged_copy_matches_shared():
-    assert published_path().read_bytes() == SHARED.read_bytes()
+@needs_shared
+def test_packaged_copy_is_the_reference_plus_the_plan_column():
+    def table(path):
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+        return rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+
+    ref_head, ref = table(SHARED)
+    head, ours = table(published_path())
+    assert [c for c in head if c != "plan"] == ref_head and head.count("plan") == 1
+    assert [{k: v for k, v in r.items() if k != "plan"} for r in ours] == ref
+    assert {r["id"]: r["plan"] for r in ours}["V077"] == "sp=1,a2a=hierarchical,ep_overlap=1"
 
 
 # ---- bad files ---------------------------------------------------------------------------------
@@ -128,25 +150,32 @@ def test_good_subset_reads(tmp_path):
     assert [r.id for r in read_runs(_write(tmp_path / "ok.csv", _rows()))] == ["V001", "V002", "V003"]
 
 
-def test_blank_workload_means_train(tmp_path):
-    """Regression (found by tests/test_fuzz.py about 1 run in 10 before CI was derandomised): a blank
-    workload cell raised KeyError instead of defaulting to a training row."""
+def test_blank_workload_is_an_error_and_a_missing_column_means_train(tmp_path):
     rows = _rows()
     rows[0]["workload"] = ""
-    recs = read_runs(_write(tmp_path / "blank.csv", rows))
+    msg = _error(_write(tmp_path / "blank.csv", rows))
+    assert "blank.csv:2" in msg and "workload" in msg and "blank" in msg
+    recs = read_runs(_write(tmp_path / "nocol.csv", rows, [c for c in COLUMNS if c != "workload"]))
     assert recs[0].workload == "train" and measured_metric(recs[0])[0] == "step_time_s"
 
 
-def test_missing_column(tmp_path):
-    path = _write(tmp_path / "nocol.csv", _rows(), [c for c in COLUMNS if c != "recompute"])
+def test_missing_columns_are_named_together(tmp_path):
+    path = _write(tmp_path / "nocol.csv", _rows(), [c for c in COLUMNS if c not in ("plan", "seq_len")])
     msg = _error(path)
-    assert "nocol.csv:1" in msg and "recompute" in msg and "missing column" in msg
+    assert "nocol.csv:1" in msg and "missing required columns: plan, seq_len" in msg
+
+
+def test_optional_column_may_be_left_out(tmp_path):
+    recs = read_runs(_write(tmp_path / "norc.csv", _rows(), [c for c in COLUMNS if c != "recompute"]))
+    assert recs[0].recompute is None
 
 
 def test_unknown_column(tmp_path):
-    rows = [{**r, "bogus": "1"} for r in _rows()]
-    msg = _error(_write(tmp_path / "extra.csv", rows, [*COLUMNS, "bogus"]))
-    assert "extra.csv:1" in msg and "bogus" in msg and "unknown column" in msg
+    rows = [{**r, "bogus": "1", "measured_mfu_pct": "1"} for r in _rows()]
+    header = [c for c in COLUMNS if c != "measured_mfu"] + ["bogus", "measured_mfu_pct"]
+    msg = _error(_write(tmp_path / "extra.csv", rows, header))
+    assert "extra.csv:1" in msg and "'bogus'" in msg and "unknown column" in msg
+    assert "did you mean 'measured_mfu'" in msg
 
 
 def test_bad_enum(tmp_path):
@@ -158,9 +187,9 @@ def test_bad_enum(tmp_path):
 
 def test_non_integer_tp(tmp_path):
     rows = _rows()
-    rows[2]["tp"] = "4.0"
+    rows[2]["tp"] = "4.5"
     msg = _error(_write(tmp_path / "tp.csv", rows))
-    assert "tp.csv:4" in msg and "tp = '4.0'" in msg and "not an integer" in msg
+    assert "tp.csv:4" in msg and "tp = '4.5'" in msg and "not an integer" in msg
 
 
 def test_duplicate_id(tmp_path):
@@ -186,22 +215,27 @@ def test_non_utf8(tmp_path):
 
 @pytest.mark.parametrize("column, value, problem", [
     ("workload", "pretrain", "unknown value"),
-    ("hardware", "nvidia-b200", "unknown value"),
+    ("hardware", "nvidia-b200", "unknown hardware preset"),
+    ("hardware", "profiles/b200.yaml", "file not found"),
     ("attention", "mqa", "unknown value"),
     ("mlp", "relu", "unknown value"),
     ("sp", "2", "not a flag"),
-    ("zero", "4", "not a ZeRO stage"),
+    ("zero", "4", "out of range"),
     ("precision", "fp32", "unknown value"),
     ("master_weights", "bf16", "unknown value"),
     ("routing", "random", "unknown value"),
     ("devices", "0", "must be positive"),
-    ("layers", "-3", "not an integer"),
+    ("layers", "-3", "must be positive"),
     ("measured_step_time_s", "fast", "not a number"),
-    ("measured_step_time_s", "0", "must be a positive"),
+    ("measured_step_time_s", "0", "must be positive"),
+    ("measured_step_time_s", "inf", "finite"),
     ("model", "llama9", "unknown model preset"),
-    ("id", "X001", "malformed id"),
+    ("id", "", "blank"),
     ("seq_len", "", "required for train rows"),
     ("dp", "16", "tp*pp*cp*dp"),
+    ("plan", "tp=2,bogus=1", "unknown plan key"),
+    ("plan", "recompute=selective", "contradicts the recompute column"),
+    ("flop_convention", "flops", "unknown value"),
 ])
 def test_bad_cells(tmp_path, column, value, problem):
     rows = _rows()
@@ -233,3 +267,16 @@ def test_disputed_rows_name_published_training_rows_with_a_reason():
     recs = {r.id: r for r in read_runs(published_path())}
     for rid, why in DISPUTED_ROWS.items():
         assert recs[rid].workload == "train" and len(why) > 40
+
+
+def test_records_are_frozen_dataclasses_validated_by_pydantic(by_id):
+    import dataclasses
+
+    import pydantic
+
+    rec = by_id["V121"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.tp = 2  # type: ignore[misc]
+    assert dataclasses.replace(rec, hardware="nvidia-a100-sxm-80g").hardware == "nvidia-a100-sxm-80g"
+    with pytest.raises(pydantic.ValidationError):
+        dataclasses.replace(rec, devices=0)

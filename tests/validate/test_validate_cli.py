@@ -100,3 +100,33 @@ def test_read_breakdown_and_rows(tmp_path):
                           {"compute": 1.1, "bubble": 0.3})
     assert [r["part"] for r in rows] == ["bubble", "compute", "tp_comm"]
     assert rows[0]["gap_pct"] == -100.0 and rows[1]["gap_s"] == pytest.approx(-0.1) and rows[2]["gap_s"] is None
+
+
+def _published(tmp_path: Path, ids: tuple[str, ...]) -> Path:
+    lines = published_path().read_text(encoding="utf-8").splitlines()
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if ln.split(",", 1)[0] in ids]) + "\n")
+    return path
+
+
+def test_published_row_that_does_not_fit_is_not_ok(tmp_path, capsys):
+    """V100: npusim's peak memory for the stated plan is above the H100's 80 GB, so the row is not 'ok'."""
+    rc, out, err = cli(["validate", str(_published(tmp_path, ("V100",))), "--json", "--by", "component"], capsys)
+    assert rc == 0, err
+    doc = json.loads(out)
+    row = doc["rows"][0]
+    assert row["status"] == "does_not_fit" and row["reason"].endswith("GB of 80.0 GB")
+    assert row["memory_GB"]["peak"] > row["memory_GB"]["capacity"] == 80.0
+    assert row["mfu"]["convention"] == "nemo-automodel" and row["mfu"]["measured"] == pytest.approx(0.252, abs=0.001)
+    assert doc["summary"]["does_not_fit"] == 1 and doc["summary"]["n"] == 1
+    assert "V100" in doc["components"]  # its predicted step is still broken down
+
+
+def test_report_and_json_rows_on_published_rows(runs, tmp_path, capsys):
+    out_dir = tmp_path / "report"
+    rc, out, err = cli(["validate", str(runs), "--report", str(out_dir)], capsys)
+    assert rc == 0, err
+    assert f"wrote {out_dir / 'report.md'}" in out and "does_not_fit=0" in out
+    text = (out_dir / "report.md").read_text(encoding="utf-8")
+    assert "| V001 |" in text and "(megatron-eq3)" in text and "### V002 (ok, " in text
+    assert (out_dir / "measured_vs_predicted.png").read_bytes()[:4] == b"\x89PNG"
