@@ -17,3 +17,15 @@ def machine() -> str:
     """One line describing this machine."""
     return (f"{platform.platform()}, {platform.machine()}, Python {platform.python_version()} "
             f"({platform.python_implementation()}), os.cpu_count() = {os.cpu_count()}")
+
+
+def merge_plan(*parts: str) -> str:
+    """Plan strings joined with later keys overriding earlier ones (``--plan`` itself refuses a
+    repeated key)."""
+    out: dict[str, str] = {}
+    for part in parts:
+        for item in part.split(","):
+            if item.strip():
+                k, _, v = item.partition("=")
+                out[k.strip()] = v.strip()
+    return ",".join(f"{k}={v}" for k, v in out.items())

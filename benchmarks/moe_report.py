@@ -9,6 +9,7 @@ import platform
 import sys
 from pathlib import Path
 
+from _common import merge_plan
 from npusim.config.hardware import load_profile
 from npusim.config.model import load_model
 from npusim.config.plan import make_plan, parse_plan
@@ -34,7 +35,7 @@ def ultra_rows(devices: int, batches: list[int], extra: str) -> list[str]:
     for gb in batches:
         # Interleaving needs micro-batches divisible by pp: at 768 sequences use micro-batch 1 (16 of them).
         mb = ",micro_batch=1" if gb // (devices // 128) // 2 < 16 else ""
-        r = simulate(m, hw, make_plan(parse_plan(ULTRA + extra + mb)), TrainWorkload(seq_len=4096, global_batch=gb), devices)
+        r = simulate(m, hw, make_plan(parse_plan(merge_plan(ULTRA, extra, mb))), TrainWorkload(seq_len=4096, global_batch=gb), devices)
         b = r.breakdown_s
         out.append(f"| {devices} | {gb}{' (mb 1)' if mb else ''} | {r.step_time_s:.2f} | {100 * r.mfu:.1f} | {r.tokens_per_s / 1e6:.2f} | "
                    f"{b['compute'] + b['recompute']:.2f} | {b['ep_comm']:.2f} | {b['tp_comm']:.2f} | {b['bubble']:.2f} | "
@@ -64,7 +65,7 @@ def attribution() -> list[str]:
     """Which mechanism buys what, at 6144 devices and global batch 1536 (computed, not written by hand)."""
     m, hw = load_model("pangu-ultra-moe-718b"), load_profile("atlas-800t-a2")
     wl = TrainWorkload(seq_len=4096, global_batch=1536)
-    res = [simulate(m, hw, make_plan(parse_plan(ULTRA + extra)), wl, 6144) for _, extra in MECHANISMS]
+    res = [simulate(m, hw, make_plan(parse_plan(merge_plan(ULTRA, extra))), wl, 6144) for _, extra in MECHANISMS]
     base, hier, ovl = res
     out = ["### Where the gain comes from (6144 devices, global batch 1536)\n",
            f"- Hierarchical all-to-all sends each token across the slow RoCE links once per destination server "

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from _common import merge_plan
 from npusim.api import run_simulation
 from npusim.config.errors import ConfigError
 from npusim.engine.layout import pipeline_layout
@@ -173,7 +174,7 @@ def dsv3_section() -> list[str]:
     for label, extra in (("dualpipe, flat all-to-all", ",a2a=flat"), ("dualpipe, bf16", ",precision=bf16"),
                          ("1f1b + ep_overlap (adaptive pipe overlap)", ",ep_overlap=1")):
         sched = "1f1b" if label.startswith("1f1b") else "dualpipe"
-        sens[label] = run_simulation(DSV3[0], DSV3[1], f"{DSV3[3]}{extra},schedule={sched}", DSV3[2], DSV3_SEQ, DSV3_BATCH)
+        sens[label] = run_simulation(DSV3[0], DSV3[1], merge_plan(DSV3[3], extra, f"schedule={sched}"), DSV3[2], DSV3_SEQ, DSV3_BATCH)
         lines.append(row(label, sens[label], DSV3_BATCH, ref))
     return lines + ["", dsv3_sensitivity_reading(res["dualpipe"], sens, ref)]
 

@@ -18,6 +18,7 @@ start and end, the forward's (stage, micro-batch) first and the backward's secon
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 from npusim.engine.layout import GREEDY_SCHEDULES, Layout, pipeline_layout
 from npusim.engine.overlap import Interference, fb_parts
@@ -86,7 +87,7 @@ class StageCost:
     """The chunk this stage holds (``ChunkSpec``)."""
     dp_after_s: float = 0.0
     """DP gradient traffic the last backward leaves behind (including its slowdown of that backward)."""
-    pair_fn: object = field(default=None, compare=False)
+    pair_fn: Optional[Callable[..., tuple]] = field(default=None, compare=False)
     """``pair_fn(f_spec, b_spec, b_split) -> (parts, seconds, hidden, busy)``: an overlapped forward +
     backward pair on the event engine; without it pairs use ``npusim.engine.overlap.fb_parts``."""
 
@@ -191,9 +192,10 @@ class Engine:
         """(parts, seconds, hidden comm) of an overlapped forward + backward pair."""
         key = (f_stage, b_stage, b_split)
         hit = self.fb_cost.get(key)
-        if hit is None and self.stages[f_stage].pair_fn is not None:
+        pair_fn = self.stages[f_stage].pair_fn
+        if hit is None and pair_fn is not None:
             fs, bs = self.stages[f_stage], self.stages[b_stage]
-            parts, dur, hidden, busy = fs.pair_fn(fs.spec, bs.spec, b_split)
+            parts, dur, hidden, busy = pair_fn(fs.spec, bs.spec, b_split)
             hit = self.fb_cost[key] = (parts, dur, hidden)
             self.busy[("FB",) + key] = busy
         if hit is None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from npusim.cost.collectives import collective_time
 from npusim.cost.compute import memory_efficiency, op_time
@@ -12,12 +13,17 @@ from npusim.engine.overlap import Interference
 from npusim.engine.pipeline import StageCost
 from npusim.engine.unitcost import UnitCoster, hidden_of
 from npusim.workload.layers import ACT_BYTES, Shard
-from npusim.workload.ops import Comm, Marker, Op, Pass
+from npusim.workload.ops import Collective, Comm, Marker, Op, Pass
 from npusim.workload.routing import LoadStats, RoutingSpec, load_stats
 from npusim.engine.opgraph import LAYER_START
 from npusim.workload.layers import embedding_pass, head_pass, mtp_pass
 from npusim.workload.passes import (ChunkSpec, backward_pass, extras_forward, layer_forward,
                                     recompute_of)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from npusim.config.hardware import HardwareProfile
+    from npusim.config.model import ModelConfig
+    from npusim.config.plan import ParallelPlan
 
 OPTIMIZER_BYTES_PER_PARAM = 34.0
 """Adam step traffic per parameter: read fp32 master, m, v, grad (16 B), write master, m, v (12 B)
@@ -28,9 +34,9 @@ and the bf16 weight (2 B), plus the gradient-norm read (4 B)."""
 class StepInputs:
     """Resolved inputs of one step."""
 
-    model: object
-    hw: object
-    plan: object
+    model: "ModelConfig"
+    hw: "HardwareProfile"
+    plan: "ParallelPlan"
     seq_len: int
     global_batch: int
     devices: int
@@ -72,7 +78,7 @@ def layer_spec(spec, moe: bool) -> ChunkSpec:
     return ChunkSpec(spec.index, 0 if moe else 1, 1 if moe else 0, False, False, 0)
 
 
-def dp_comms(inp: StepInputs, spec, prefix: str, kind: str, grad: bool) -> list[Comm]:
+def dp_comms(inp: StepInputs, spec, prefix: str, kind: Collective, grad: bool) -> list[Comm]:
     """ZeRO-3 parameter gathers (``grad`` False) or DP gradient buckets (True) of ``spec``'s
     parameters: dense ones over the DP x CP group, expert ones over the expert-DP group."""
     model, plan = inp.model, inp.plan
@@ -95,7 +101,7 @@ def chunk_passes(inp: StepInputs, sh: Shard, spec, load_factor: float = 1.0,
     layer's gradient reduction after its backward (the last micro-batch's backward)."""
     model, plan = inp.model, inp.plan
     zero3 = plan.zero >= 3 and plan.dp * plan.cp > 1
-    red = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
+    red: Collective = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
     fwd, bwd = Pass(), Pass()
     if spec.embedding:
         fwd.extend(embedding_pass(model, sh))
@@ -272,7 +278,7 @@ def dp_reduce_time(inp: StepInputs, spec, places) -> tuple[float, float]:
         pl = places[group]
         if n <= 0 or pl.size <= 1:
             continue
-        kind = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
+        kind: Collective = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
         red += collective_time(Comm("grad_reduce", "dp", kind, group, pl.size, n * g), pl, hw)
         if plan.zero in (1, 2):
             gather += collective_time(Comm("param_gather", "dp", "all_gather", group, pl.size, n * 2), pl, hw)

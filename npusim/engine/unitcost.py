@@ -11,10 +11,15 @@ and extended linearly (steady state: each further identical layer adds what the 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from npusim.engine.opgraph import Overlap, build_graph
 from npusim.engine.unit import UnitRun, run_unit
 from npusim.workload.passes import ChunkSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from npusim.engine.step import StepInputs
+    from npusim.workload.layers import Shard
 
 EXACT_LAYERS = 3
 """Layers of one kind per chunk simulated exactly; beyond, the per-layer increment is replayed."""
@@ -37,9 +42,9 @@ def _combine(runs: list[tuple[float, UnitRun]]) -> UnitRun:
 class UnitCoster:
     """Costs units of one step (plan dependent); memoised by chunk shape and role."""
 
-    inp: object
+    inp: "StepInputs"
     places: dict
-    shard: object
+    shard: "Shard"
     load_factor: float
     cache: dict
     exact: bool = False

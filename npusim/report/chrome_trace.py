@@ -10,6 +10,9 @@ tid   thread
 1     matrix unit: GEMMs and attention (recompute marked), MoE imbalance wait
 2     vector unit: norms, activations, elementwise kernels; the optimizer step
 3-7   TP, CP, EP, PP, DP links: exposed collectives, PP sends, DP gradient reduction
+10-   engine tracks (``op_level=True``): every kernel and collective of each unit as the op-level
+      event engine ran it (``npusim.engine.unit``), one track per resource or traffic class; these
+      overlap where the engine overlapped them (category 'engine')
 ====  =====================================================================================
 
 Each unit is cut into consecutive slices, one per named part of its time (see
@@ -26,12 +29,39 @@ from npusim.report.unit_parts import RESOURCES, Slice, StageDetail, details_from
 
 TRACE_VERSION = 1
 TIDS = {"schedule": 0, **{r: i + 1 for i, r in enumerate(RESOURCES)}}
+ENGINE_TRACKS = ("matrix", "vector", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm")
+TIDS.update({f"engine:{t}": 10 + i for i, t in enumerate(ENGINE_TRACKS)})
 THREAD_NAMES = {
     "schedule": "schedule (F/B units)",
     "matrix": "matrix unit (GEMM, attention)",
     "vector": "vector unit (elementwise, optimizer)",
     "tp": "TP link", "cp": "CP link", "ep": "EP link", "pp": "PP link", "dp": "DP link",
+    **{f"engine:{t}": f"engine: {t.replace('_comm', ' traffic')}" for t in ENGINE_TRACKS},
 }
+
+
+def _engine_events(rank: int, units: list[tuple], stages, split: bool) -> list[dict]:
+    """Op-level slices of each unit (kind, stage, mb, start, end) from the event engine's run of it;
+    an overlapped pair is two timeline entries with the same start, shown once."""
+    out, seen = [], set()
+    for i, (kind, stage, mb, start, end) in enumerate(units):
+        st = stages[stage]
+        coster = st.pair_fn.args[0] if st.pair_fn is not None else None
+        if coster is None or (rank, start) in seen:
+            continue
+        if kind == "FB":
+            seen.add((rank, start))
+            other = units[i + 1] if i + 1 < len(units) else units[i]
+            parts = [(st.spec, "F"), (stages[other[1]].spec, "Bi" if split else "B")]
+        else:
+            parts = [(st.spec, {"F": "F", "W": "W"}.get(kind, "Bi" if split else "B"))]
+        run = coster.unit(parts)[1]
+        for track, name, s0, s1 in run.slices:
+            key = f"engine:{track}"
+            if key in TIDS and start + s0 < end:
+                out.append(_event(name, "engine", rank, key, start + s0, min(end, start + s1),
+                                  {"micro_batch": mb, "virtual_stage": stage, "unit": kind}))
+    return out
 
 
 def _us(t_s: float) -> float:
@@ -142,13 +172,15 @@ def _metadata(rank: int, pp: int, vpp: int, used: set[str]) -> list[dict]:
     return out
 
 
-def chrome_trace(result, stage_costs=None, *, hardware=None) -> dict:
+def chrome_trace(result, stage_costs=None, *, hardware=None, op_level: bool = False) -> dict:
     """The Chrome trace (a JSON-able dict) of ``result``'s step.
 
     ``stage_costs`` (``npusim.engine.step.stage_costs`` output or ``unit_parts.StageDetail`` list)
     are recomputed from the result's config when omitted; ``hardware`` (profile, name or path) is
     needed when that config names a profile that is not a loadable preset. A result simulated
-    without ``keep_timeline`` is rerun with it."""
+    without ``keep_timeline`` is rerun with it. ``op_level`` adds the event engine's tracks (every
+    kernel and collective of every unit; units of more than 3 identical layers show the simulated
+    ones, see docs/engine.md)."""
     from npusim.report.rebuild import inputs_from_result, plan_label, simulate_inputs, step_parts
 
     inp = inputs_from_result(result, hardware)
@@ -169,6 +201,13 @@ def chrome_trace(result, stage_costs=None, *, hardware=None) -> dict:
     for rank, ev in result.timeline:
         by_rank[rank].append(ev)
     meta, events = [], []
+    engine_stages = None
+    if op_level:
+        from npusim.engine.layout import SPLIT_SCHEDULES
+        from npusim.engine.step import stage_costs as _stage_costs
+
+        split = plan.pipeline_schedule in SPLIT_SCHEDULES
+        engine_stages = _stage_costs(sp.inputs, sp.specs, sp.places, {}, sp.load, split)
     for rank in range(plan.pp):
         mine = []
         for kind, stage, mb, start, end in by_rank[rank]:
@@ -177,6 +216,8 @@ def chrome_trace(result, stage_costs=None, *, hardware=None) -> dict:
             mine += _p2p_events(rank, kind, stage, mb, end, n_stages, details)
         if by_rank[rank]:
             mine += _tail_events(rank, by_rank[rank], sp)
+        if engine_stages is not None:
+            mine += _engine_events(rank, by_rank[rank], engine_stages, split)
         meta += _metadata(rank, plan.pp, plan.vpp, {"schedule"} | {k for k, v in TIDS.items() if any(e["tid"] == v for e in mine)})
         events += mine
     events.sort(key=lambda e: (e["pid"], e["tid"], e["ts"], -e["dur"]))
@@ -196,8 +237,8 @@ def dumps_trace(trace: dict) -> str:
     return "{" + inner + ',"traceEvents":[\n' + ",\n".join(lines) + "\n]}\n"
 
 
-def write_chrome_trace(result, path, *, hardware=None, stage_costs=None) -> Path:
+def write_chrome_trace(result, path, *, hardware=None, stage_costs=None, op_level: bool = False) -> Path:
     """Write ``chrome_trace(result)`` to ``path`` (JSON); return the path."""
     from npusim.outputs import write_text
 
-    return write_text(path, dumps_trace(chrome_trace(result, stage_costs, hardware=hardware)))
+    return write_text(path, dumps_trace(chrome_trace(result, stage_costs, hardware=hardware, op_level=op_level)))

@@ -189,7 +189,30 @@ def _reduce(inp: StepInputs, spec, places) -> tuple[float, float]:
     return hit
 
 
-def _tail(inp: StepInputs, specs, places, bwd: list[float]) -> tuple[float, float, float]:
+def _bucket_time(inp: StepInputs, spec, places) -> float:
+    """Seconds of a chunk's DP gradient buckets back to back (one per layer and group, plus the
+    embedding/head bucket), as the event engine issues them (memoised)."""
+    from npusim.cost.collectives import collective_time
+    from npusim.engine.step import dp_comms, layer_spec
+    from npusim.workload.passes import ChunkSpec
+
+    plan = inp.plan
+    key = ("buckets", oid(inp.model), oid(inp.hw), _sig(spec), plan.tp, plan.cp, plan.dp, plan.expert_ep,
+           plan.expert_tp, plan.zero, plan.precision, plan.master_weights, places["dp_cp"], places["edp"])
+    hit = _REDUCE.get(key)
+    if hit is None:
+        red = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
+
+        def cost(sp) -> float:
+            return sum(collective_time(c, places[c.group], inp.hw) for c in dp_comms(inp, sp, "b", red, True))
+
+        extra = ChunkSpec(spec.index, 0, 0, spec.embedding, spec.head, spec.mtp)
+        hit = _REDUCE[key] = (spec.dense_layers * cost(layer_spec(spec, False)) if spec.dense_layers else 0.0) + \
+            (spec.moe_layers * cost(layer_spec(spec, True)) if spec.moe_layers else 0.0) + cost(extra)
+    return hit
+
+
+def _tail(inp: StepInputs, specs, places, bwd: list[float], nic: list[float] | None = None) -> tuple[float, float, float]:
     """(DP tail, exposed ZeRO gather, optimizer) of one rank, with its last backwards placed in
     closed form: chunk c's last backward ends pp x (backwards of chunks < c) before the rank's finish."""
     plan = inp.plan
@@ -202,7 +225,10 @@ def _tail(inp: StepInputs, specs, places, bwd: list[float]) -> tuple[float, floa
             # one bucket per layer, released evenly through the last backward on a serial stream:
             # what is left after it (the event engine's ``dp_after_s``)
             n = max(1, spec.layers)
-            r_s = max(r_s / n, r_s - bwd[c] * (n - 1) / n)
+            r_s = _bucket_time(inp, spec, places)
+            # the buckets share the NIC with the backward's own traffic (EP, PP across servers)
+            busy = nic[c] if nic else 0.0
+            r_s = max(r_s / n, r_s + busy - bwd[c] * (n - 1) / n)
         red[c], gather = r_s, gather + g_s
         tr.last_backward_end_s[c] = finish_s - before
         tr.last_backward_start_s[c] = finish_s - before - bwd[c]
@@ -288,7 +314,7 @@ def _profile(inp: StepInputs, places, load) -> list[tuple]:
                     parts[k] = parts.get(k, 0.0) + v
         p2p = max(c.p2p_s for c in costs)
         rows.append((sum(parts.values()), ranks[0], len(ranks), parts, sum(c.hw_flops for c in costs), p2p)
-                    + _tail(inp, specs, places, bwd))
+                    + _tail(inp, specs, places, bwd, [c.busy_s.get("B", {}).get("nic", 0.0) for c in costs]))
     hop = max(r[5] for r in rows)
     out = _PROFILE[key] = ([r[:6] + (sum(b0[:r[1]]) + r[1] * hop,) + r[6:] for r in rows], sum(chunk_max))
     return out

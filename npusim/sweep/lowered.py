@@ -10,6 +10,7 @@ would give (up to float summation order).
 """
 from __future__ import annotations
 
+from npusim.cost.algorithms import collective_plan
 from npusim.cost.collectives import collective_time
 from npusim.cost.compute import op_time
 from npusim.cost.memory import chunk_params
@@ -24,8 +25,8 @@ from npusim.workload.passes import backward_pass, extras_forward, layer_forward,
 
 # Summary vector layout: time sums (kernels, GEMMs, attention, weight-gradient GEMMs, collectives by
 # class), matrix FLOPs and the number of layers summed.
-_C, _R, _G, _A, _TP, _CP, _EP, _PP, _DP, _FL, _W, _N = range(12)
-_SLOTS = 12
+_C, _R, _G, _A, _TP, _CP, _EP, _PP, _DP, _FL, _W, _N, _NIC = range(13)
+_SLOTS = 13
 _COMM_SLOT = {"tp": _TP, "cp": _CP, "ep": _EP, "pp": _PP, "dp": _DP}
 _MATRIX = ("gemm", "grouped_gemm", "attention")
 
@@ -73,10 +74,15 @@ def summarize(p: Pass, hw, precision: str, places: dict) -> list[float]:
     for c in p.comms:
         pl = places[c.group]
         key = (h, c, pl)
-        t = _COMM_TIME.get(key)
-        if t is None:
-            t = _COMM_TIME[key] = collective_time(c, pl, hw)
-        v[_COMM_SLOT[c.kind]] += t
+        hit = _COMM_TIME.get(key)
+        if hit is None:
+            nic = 0.0
+            if pl.size > 1 and c.bytes > 0:
+                nic = sum(ph.bytes / ph.rate_Bps for st in collective_plan(c, pl, hw)[1] for ph in st
+                          if ph.tier == "nic" and ph.bytes > 0)
+            hit = _COMM_TIME[key] = (collective_time(c, pl, hw), nic)
+        v[_COMM_SLOT[c.kind]] += hit[0]
+        v[_NIC] += hit[1]
     return v
 
 
@@ -256,5 +262,5 @@ def stage_cost(model, hw, plan, seq_len: int, places, spec, load, prefix: tuple 
     if plan.pp > 1:
         p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, sh.tokens * model.hidden * ACT_BYTES / plan.tp)
         p2p_s = collective_time(p2p, places["pp"], hw)
-    out = _STAGE[key] = StageCost(f_parts, b_parts, p2p_s, f[_FL] + b[_FL])
+    out = _STAGE[key] = StageCost(f_parts, b_parts, p2p_s, f[_FL] + b[_FL], busy_s={"B": {"nic": b[_NIC]}})
     return out

@@ -163,3 +163,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert rc == 2 and len(err.splitlines()) == 1 and "tp" in err
     rc = main(["trace", "--out", str(tmp_path / "missing" / "x.json")])
     assert rc == 2 and "folder does not exist" in capsys.readouterr().err
+
+
+def test_op_level_tracks_show_what_the_engine_overlapped():
+    """With op_level, every unit's kernels and collectives appear on engine tracks; in an
+    overlapped forward+backward pair an EP all-to-all runs while a GEMM runs."""
+    from npusim.api import run_simulation
+
+    res = run_simulation("mixtral-8x7b", "atlas-800t-a2", "tp=2,pp=2,ep=8,sp=1,zero=1,ep_overlap=1", devices=32,
+                         seq_len=2048, global_batch=16, micro_batch=1, keep_timeline=True)
+    trace = chrome_trace(res, op_level=True)
+    eng = [e for e in trace["traceEvents"] if e.get("cat") == "engine"]
+    assert {e["tid"] for e in eng} >= {TIDS["engine:matrix"], TIDS["engine:ep_comm"]}
+    ep = [(e["pid"], e["ts"], e["ts"] + e["dur"]) for e in eng if e["tid"] == TIDS["engine:ep_comm"] and e["args"]["unit"] == "FB"]
+    mat = [(e["pid"], e["ts"], e["ts"] + e["dur"]) for e in eng if e["tid"] == TIDS["engine:matrix"] and e["args"]["unit"] == "FB"]
+    assert ep and mat
+    assert any(p == q and a < d and c < b for p, a, b in ep[:50] for q, c, d in mat)
+    plain = chrome_trace(res)
+    assert not any(e.get("cat") == "engine" for e in plain["traceEvents"])
