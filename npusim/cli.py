@@ -55,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # Backstop of the input policy: a file a reader opened without its own check (permissions,
+        # a folder where a file is expected) is one line, not a traceback.
+        from npusim.config.errors import PathText
+
+        err = ConfigError(str(e.filename), "<file>", PathText(e.filename), f"cannot open: {e.strerror or type(e).__name__}")
+        print(f"npusim: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("npusim: interrupted", file=sys.stderr)
         return 130

@@ -44,12 +44,27 @@ def palm_flops_per_token(model, seq_len: int) -> float:
 CONVENTIONS = ("npusim", "megatron", "palm")
 
 
-def flops_per_token(model, seq_len: int, convention: str = "npusim") -> float:
-    """Model FLOPs per token under a named convention ('npusim', 'megatron' (Eq. 7 form), 'palm')."""
+def routed_expert_flops_per_token(model, convention: str = "npusim") -> float:
+    """The part of the model FLOPs per token spent in routed (top-k) experts: 3 x 2 x their activated
+    matmul parameters for 'npusim' and 'palm'; 0 for 'megatron' (its formula has no experts)."""
+    if not model.is_moe or convention == "megatron":
+        return 0.0
+    return 6.0 * model.n_moe_layers * model.top_k * model.ffn_params(model.expert_ffn_hidden)
+
+
+def flops_per_token(model, seq_len: int, convention: str = "npusim", dropped_fraction: float = 0.0) -> float:
+    """Model FLOPs per token under a named convention ('npusim', 'megatron' (Eq. 7 form), 'palm').
+
+    ``dropped_fraction``: share of routed token-slots a capacity factor drops; their expert FLOPs do
+    not run, so they are not model FLOPs (the routed-expert part is scaled by 1 - dropped_fraction)."""
     if convention == "npusim":
-        return model_flops_per_token(model, seq_len)
-    if convention == "megatron":
-        return korthikanti_eq7_flops(model, 1, seq_len) / seq_len
-    if convention == "palm":
-        return palm_flops_per_token(model, seq_len)
-    raise ValueError(f"unknown FLOP convention {convention!r}; allowed: {', '.join(CONVENTIONS)}")
+        full = model_flops_per_token(model, seq_len)
+    elif convention == "megatron":
+        full = korthikanti_eq7_flops(model, 1, seq_len) / seq_len
+    elif convention == "palm":
+        full = palm_flops_per_token(model, seq_len)
+    else:
+        raise ValueError(f"unknown FLOP convention {convention!r}; allowed: {', '.join(CONVENTIONS)}")
+    if dropped_fraction > 0:
+        full -= min(1.0, dropped_fraction) * routed_expert_flops_per_token(model, convention)
+    return full

@@ -14,14 +14,14 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from npusim.config.errors import ConfigError
+from npusim.config.errors import ConfigError, PathText
 
 TMP_SUFFIX = ".tmp"
 """Suffix of the temporary files (``.NAME.XXXXXXXX.tmp`` next to the target)."""
 
 
 def _fail(flag: str, path, problem: str, allowed: str):
-    raise ConfigError(flag, flag.lstrip("-"), str(path), problem, allowed)
+    raise ConfigError(flag, flag.lstrip("-"), PathText(path), problem, allowed)
 
 
 def _writable(folder: Path) -> bool:

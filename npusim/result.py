@@ -10,8 +10,17 @@ FLOP_CONVENTION = (
     "LM head; input embedding excluded) + causal attention counted as half of the score matrix; "
     "no recompute. HFU counts every FLOP the simulated kernels execute (recompute included, "
     "materialised attention at full size). Peak = dense matrix peak of the plan's GEMM precision "
-    "(fp8 runs are measured against the fp8 peak, so MFU <= 1)."
+    "(fp8 runs are measured against the fp8 peak, so MFU <= 1). Routed-expert FLOPs of tokens dropped "
+    "by a capacity factor are not counted (they do not run)."
 )
+FLOP_CONVENTIONS = {
+    "npusim": FLOP_CONVENTION,
+    "megatron": "model FLOPs = Korthikanti et al. Eq. 7 (72 B s l h^2 (1 + s/6h + V/12lh) per iteration, "
+                "dense shape, non-causal attention); no recompute. HFU and peak as for 'npusim'.",
+    "palm": "model FLOPs = PaLM Appendix B (6N + 12 L H Q T per token, N = activated parameters, non-causal "
+            "attention); routed-expert FLOPs of dropped tokens not counted. HFU and peak as for 'npusim'.",
+}
+"""What each MFU numerator convention counts (``--flop-convention``)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,11 @@ class Result:
         """True when the busiest device's peak memory fits its HBM."""
         return self.peak_memory_GB <= self.hbm_capacity_GB
 
+    @property
+    def flop_convention(self) -> str:
+        """The MFU numerator convention of this result (the same name as ``extra['flop_convention']``)."""
+        return str(self.extra.get("flop_convention", "npusim"))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (the ``--json`` output)."""
         r = lambda x: float(f"{x:.6g}")  # noqa: E731 - stable, readable rounding
@@ -58,7 +72,8 @@ class Result:
             "fits_in_memory": self.fits_in_memory,
             "breakdown_s": {k: r(v) for k, v in self.breakdown_s.items()},
             "memory_GB": {k: r(v) for k, v in self.memory_GB.items()},
-            "flop_convention": FLOP_CONVENTION,
+            "flop_convention": self.flop_convention,
+            "flop_convention_description": FLOP_CONVENTIONS.get(self.flop_convention, ""),
             "extra": {k: (r(v) if isinstance(v, float) and math.isfinite(v) else v) for k, v in self.extra.items()},
             "config": self.config,
             **({"ttft_s": r(self.ttft_s) if self.ttft_s is not None else None,
@@ -71,7 +86,7 @@ class Result:
         import pandas as pd
 
         d = self.to_dict()
-        row = {k: v for k, v in d.items() if not isinstance(v, dict) and k != "flop_convention"}
+        row = {k: v for k, v in d.items() if not isinstance(v, dict) and k not in ("flop_convention", "flop_convention_description")}
         row.update({f"breakdown_{k}_s": v for k, v in d["breakdown_s"].items()})
         row.update({f"memory_{k}_GB": v for k, v in d["memory_GB"].items()})
         return pd.DataFrame([row])

@@ -1,19 +1,17 @@
 """The pure core: ``simulate(model, hardware, plan, workload, devices) -> Result``. No I/O."""
 from __future__ import annotations
 
-from npusim.config.plan import resolve_plan
-from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
 from npusim.cost.memory import chunk_params, state_bytes
-from npusim.cost.passes import PART_NAMES
-from npusim.engine.layout import SPLIT_SCHEDULES, pipeline_layout
+from npusim.cost.passes import named_sum
+from npusim.engine.layout import pipeline_layout
 from npusim.engine.pipeline import simulate_pipeline
 from npusim.engine.schedules import paired_fb
-from npusim.engine.step import (StepInputs, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time,
-                                chunk_activation_bytes, stage_costs, weight_grad_bytes)
+from npusim.engine.resolved import resolve_step
+from npusim.engine.step import (StepInputs, dp_reduce_time, dp_tail, make_shard, optimizer_time,
+                                chunk_activation_bytes, weight_grad_bytes)
 from npusim.flops import flops_per_token
 from npusim.result import Result
-from npusim.workload.passes import chunk_specs
 
 
 def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bool = False,
@@ -22,15 +20,10 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
 
     ``flop_convention`` picks the MFU numerator: 'npusim' (default), 'megatron' or 'palm'.
     """
-    plan = resolve_plan(plan, model, devices, workload.global_batch, workload.seq_len)
-    inp = StepInputs(model, hardware, plan, workload.seq_len, workload.global_batch, devices)
-    places = placements(plan, hardware)
-    specs = chunk_specs(model, plan.pp, plan.vpp)
-    cache: dict = {}
-    load = moe_load(inp, places)
+    step = resolve_step(model, hardware, plan, workload, devices)
+    inp, plan, places, specs, load, layout = step.inputs, step.plan, step.places, step.specs, step.load, step.layout
     schedule = plan.pipeline_schedule
-    layout = pipeline_layout(schedule, plan.pp, plan.vpp)
-    stages = stage_costs(inp, specs, places, cache, load, split_backward=schedule in SPLIT_SCHEDULES)
+    stages = step.stage_costs()
     m = inp.micro_batches
     traces = simulate_pipeline(stages, plan.pp, plan.vpp, m, schedule, keep_timeline,
                                pair_fb=paired_fb(model, plan))
@@ -44,18 +37,12 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
     end_c, _, dp_s, opt_s = ends[crit]
     tr = traces[crit]
 
-    breakdown = {k: 0.0 for k in PART_NAMES}
-    for k, v in tr.busy.items():
-        breakdown[k] += v
-    breakdown["pp_comm"] += tr.pp_wait_s
     excess = step_s - end_c
     _, _, dp_last, opt_last = max(ends)
     more_dp = min(excess, max(0.0, dp_last - dp_s))
     more_opt = min(excess - more_dp, max(0.0, opt_last - opt_s))
-    breakdown["bubble"] += tr.bubble_s + excess - more_dp - more_opt
-    breakdown["dp_comm"] += dp_s + more_dp
-    breakdown["optimizer"] += opt_s + more_opt
-    breakdown["other"] = max(0.0, step_s - sum(breakdown.values()))
+    breakdown = named_sum(tr.busy, {"pp_comm": tr.pp_wait_s, "bubble": tr.bubble_s + excess - more_dp - more_opt,
+                                    "dp_comm": dp_s + more_dp, "optimizer": opt_s + more_opt}, step_s=step_s)
 
     tokens = workload.global_batch * workload.seq_len
     tps = tokens / step_s
@@ -71,7 +58,8 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
               "micro_batches": m, "schedule": schedule}
     return Result(
         step_time_s=step_s, breakdown_s=breakdown, tokens_per_s=tps, tokens_per_s_per_device=tps / devices,
-        mfu=mf_tok * tps / (devices * peak), hfu=hw_flops / (step_s * peak), model_flops_per_token=mf_tok,
+        mfu=flops_per_token(model, workload.seq_len, flop_convention, load.dropped_fraction) * tps / (devices * peak),
+        hfu=hw_flops / (step_s * peak), model_flops_per_token=mf_tok,
         peak_memory_GB=peak_mem / 1e9, memory_GB={k: v / 1e9 for k, v in worst.items()},
         hbm_capacity_GB=hardware.chip.hbm_capacity_GB, config=config,
         timeline=[(r, e) for r, t in enumerate(traces) for e in t.events] if keep_timeline else [],
@@ -139,7 +127,7 @@ def _schedule_extra(traces, ends, step_s: float, crit: int, breakdown: dict, lay
     }
 
 
-def _memory(model, hw, plan, specs, sh, places, m: int, load_factor: float = 1.0) -> list[dict[str, float]]:
+def schedule_memory(model, hw, plan, specs, sh, places, m: int, load_factor: float = 1.0) -> list[dict[str, float]]:
     """Memory (bytes) of each pipeline rank, with the held activations read off the schedule's
     orders (``schedule_orders``; zero-bubble schedules as they run with equal unit times)."""
     from npusim.engine.schedules import live_counts, pair_steady, schedule_orders

@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 
 
+from npusim.cli_util import int_in
+
+
 def register(sub) -> None:
     """Add this command's parser."""
     from npusim.commands.trace import simulation_flags
@@ -16,8 +19,8 @@ def register(sub) -> None:
                                    "(rules: docs/calibration.md). Simulation flags as in `npusim simulate`.")
     p.add_argument("--trace", required=True, metavar="TRACE.json",
                    help="torch.profiler export_chrome_trace output (or torch_npu trace_view.json)")
-    p.add_argument("--rank", type=int, default=0, help="pipeline rank the trace was taken on (default 0)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--rank", type=int_in("--rank", 0, 1_000_000), default=0, help="pipeline rank the trace was taken on (default 0)")
+    p.add_argument("--steps", type=int_in("--steps", 1, 10**9), default=None,
                    help="training steps in the trace (default: its ProfilerStep# annotations, else 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

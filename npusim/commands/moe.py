@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 
-from npusim.cli_util import positive_int
+from npusim.cli_util import int_in, positive_int
+
+MAX_CELLS = 10_000_000
+"""Largest tokens x experts of one trial (its random keys and argsort take 16 bytes per cell)."""
 
 
 def register(sub) -> None:
@@ -17,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--tokens", type=positive_int("--tokens"), default=16)
     p.add_argument("--groups", type=positive_int("--groups"), default=None, help="expert groups (default: devices)")
     p.add_argument("--trials", type=positive_int("--trials"), default=10_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in("--seed", 0, 2**63 - 1), default=0)
     p.add_argument("--json", action="store_true")
 
 
@@ -33,6 +36,9 @@ def run(args) -> int:
         raise ConfigError("--top-k", "top_k", args.top_k, f"exceeds experts ({args.experts})")
     if args.routing == "grouped" and (args.experts % groups or args.top_k % groups):
         raise ConfigError("--groups", "groups", groups, "must divide experts and top_k for grouped routing")
+    if args.tokens * args.experts > MAX_CELLS:
+        raise ConfigError("--tokens", "tokens", args.tokens, f"tokens x experts = {args.tokens * args.experts:,} per trial "
+                          "too large", f"tokens x experts <= {MAX_CELLS:,}")
     if args.trials * args.tokens * args.experts > 2e9:
         raise ConfigError("--trials", "trials", args.trials, "trials x tokens x experts too large", "<= 2e9")
     res = imbalance_score(args.routing, args.experts, args.top_k, args.devices, args.tokens, groups,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from npusim.cli_util import positive_float, positive_int
+from npusim.cli_util import plan_text, positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -17,7 +17,7 @@ def register(sub) -> None:
     goal.add_argument("--devices", type=positive_int("--devices"), help="device count: find the days it takes")
     p.add_argument("--seq-len", type=positive_int("--seq-len"), default=4096)
     p.add_argument("--global-batch", type=positive_int("--global-batch"), default=1536)
-    p.add_argument("--plan", default="",
+    p.add_argument("--plan", type=plan_text("--plan"), default=None,
                    help='fix plan fields, e.g. "zero=1,cp=1,a2a=hierarchical" (other axes enumerated)')
     p.add_argument("--headroom", type=float, default=0.0, help="fraction of HBM kept free (0..0.9)")
     p.add_argument("--full-top", type=positive_int("--full-top"), default=3,
@@ -40,7 +40,7 @@ def run(args) -> int:
     if not 0.0 <= args.headroom < 0.9:
         raise ConfigError("--headroom", "headroom", args.headroom, "out of range", "0 <= headroom < 0.9")
     tokens = parse_tokens(args.tokens)
-    fields = parse_plan(args.plan) if args.plan.strip() else {}
+    fields = parse_plan(args.plan) if args.plan is not None else {}
     make_plan(fields)  # type-check the fixed fields (one-line error)
     if "dp" in fields:
         raise ConfigError("--plan", "dp", fields["dp"], "dp is derived from the device count", "omit dp")
@@ -59,7 +59,10 @@ def format_capacity(r: dict) -> str:
     goal = f"within {r['deadline_days']:g} days" if r["deadline_days"] else f"on {a.get('devices')} devices"
     lines = [f"{r['model']} on {r['hardware']}: {r['tokens']:.3g} tokens {goal} "
              f"(seq {r['seq_len']}, global batch {r['global_batch']})"]
-    if a["devices"] is None:
+    if a["devices"] is None and a.get("reason") == "deadline":
+        lines.append(f"  no plan can meet the deadline: even at 100 % MFU it needs at least "
+                     f"{a['min_devices_at_full_mfu']:,} devices, above the profile's limit of {a['max_devices']:,}")
+    elif a["devices"] is None:
         lines.append("  no plan fits in memory on any device count tried")
     else:
         if a.get("meets_deadline") is False:

@@ -1,7 +1,7 @@
 """`npusim plot KIND`: draw a figure (PNG, SVG or PDF by the suffix of --out)."""
 from __future__ import annotations
 
-from npusim.cli_util import Parser
+from npusim.cli_util import Parser, plan_text
 
 SWEEP_COLUMNS = {"sweep": ("mfu", "tokens_per_s"), "heatmap": ("tp", "pp")}
 
@@ -21,7 +21,7 @@ def register(sub) -> None:
         k = kinds.add_parser(kind, parents=[simulation_flags()], conflict_handler="resolve", help=text,
                              description=text)
         if kind == "breakdown":
-            k.add_argument("--plan", action="append", default=None,
+            k.add_argument("--plan", action="append", type=plan_text("--plan"), default=None,
                            help="a plan to compare (repeat the flag); default: the simulate default")
             k.add_argument("--label", action="append", default=None, help="bar label per --plan (repeat)")
         k.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
@@ -56,6 +56,47 @@ def read_table(path: str, need: tuple[str, ...]):
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise ConfigError(path, missing[0], None, "missing column", ", ".join(need))
+    return numeric_columns(df, need, path, csv=suffix == ".csv")
+
+
+def numeric_columns(df, cols, path: str, csv: bool = True):
+    """``df`` with ``cols`` as floats: empty cells stay NaN (infeasible points), any other cell that
+    is not a finite number is refused in one line naming the file, the row and the column."""
+    import numpy as np
+    import pandas as pd
+
+    from npusim.config.errors import ConfigError
+
+    def number(v) -> float:
+        """A cell as a float; NaN for an empty cell; None when it is not a number."""
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+            return float("nan")
+        if isinstance(v, (bool, np.bool_)):
+            return None
+        try:
+            x = float(v.strip() if isinstance(v, str) else v)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return x if np.isfinite(x) else None
+
+    df = df.copy()
+    for c in dict.fromkeys(cols):
+        col = df[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            inf = np.isinf(col.to_numpy(dtype=float))
+            if inf.any():
+                i = int(np.flatnonzero(inf)[0])
+                where = f"{path}:{i + 2}" if csv else f"{path} row {i}"
+                raise ConfigError(where, c, col.iloc[i], "not a finite number", "finite numbers")
+            continue  # already numbers (ints keep their dtype: TP/PP tick labels)
+        raw = col.tolist()
+        vals = [number(v) for v in raw]
+        bad = [i for i, x in enumerate(vals) if x is None]
+        if bad:
+            i = bad[0]
+            where = f"{path}:{i + 2}" if csv else f"{path} row {i}"
+            raise ConfigError(where, c, raw[i], "not a finite number", "numbers (empty for infeasible points)")
+        df[c] = pd.Series(vals, index=df.index, dtype=float)
     return df
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from npusim.cli_util import positive_int
+from npusim.cli_util import int_in, plan_text, positive_int
 
 
 def register(sub) -> None:
@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--hardware", default="atlas-800t-a2", help="profile preset name or YAML path")
     p.add_argument("--devices", type=positive_int("--devices"), default=None,
                    help="devices (default 6144 for train, 8 for serving)")
-    p.add_argument("--plan", default=None,
+    p.add_argument("--plan", type=plan_text("--plan"), default=None,
                    help='degrees and options, e.g. "tp=8,pp=16,vpp=2,ep=4" (dp derived when omitted); default: '
                         f'train "{TRAIN_PLAN}", serving "{SERVE_PLAN}"')
     p.add_argument("--seq-len", type=positive_int("--seq-len"), default=4096)
@@ -27,14 +27,16 @@ def register(sub) -> None:
                        help="prompt length (prefill) or context of the decode step")
     serve.add_argument("--output-len", type=positive_int("--output-len"), default=None,
                        help="generated tokens per sequence (sizes the KV cache)")
-    serve.add_argument("--draft-tokens", type=int, default=0, help="speculative (MTP) tokens verified per step")
+    serve.add_argument("--draft-tokens", type=int_in("--draft-tokens", 0, 16), default=0, help="speculative (MTP) tokens verified per step")
     serve.add_argument("--accepted-tokens", type=float, default=0.0, help="mean accepted draft tokens per step")
-    serve.add_argument("--block-size", type=int, default=0, help="block (diffusion-style) decoding: tokens per block")
-    serve.add_argument("--denoise-steps", type=int, default=0, help="block decoding: forward passes per block")
+    serve.add_argument("--block-size", type=int_in("--block-size", 0, 10_000_000), default=0, help="block (diffusion-style) decoding: tokens per block")
+    serve.add_argument("--denoise-steps", type=int_in("--denoise-steps", 0, 10_000), default=0, help="block decoding: forward passes per block")
     p.add_argument("--flop-convention", choices=["npusim", "megatron", "palm"], default="npusim",
                    help="MFU numerator: npusim (causal attention halved), megatron (Korthikanti Eq. 7), palm")
     p.add_argument("--trace", default=None, metavar="FILE.json",
                    help="also write the simulated step as a Chrome trace (Perfetto / chrome://tracing)")
+    p.add_argument("--op-level", action="store_true",
+                   help="with --trace: add the event engine's tracks (every kernel and collective of every unit)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -53,7 +55,7 @@ def run(args) -> int:
 
         check_file(args.trace, "--trace")
     args.devices = args.devices or 6144
-    args.plan = args.plan or TRAIN_PLAN
+    args.plan = TRAIN_PLAN if args.plan is None else args.plan
     fields: dict = {}
     if args.micro_batch is not None:
         fields["micro_batch"] = args.micro_batch
@@ -64,7 +66,7 @@ def run(args) -> int:
     if args.trace is not None:
         from npusim.report.chrome_trace import write_chrome_trace
 
-        write_chrome_trace(res, args.trace, hardware=args.hardware)
+        write_chrome_trace(res, args.trace, hardware=args.hardware, op_level=args.op_level)
     _print(res, args.json)
     return 0
 

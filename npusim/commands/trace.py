@@ -42,7 +42,9 @@ def inputs_from_args(args, plan: str | None = None):
         fields["micro_batch"] = args.micro_batch
     if args.recompute is not None:
         fields["recompute"] = args.recompute
-    return load_inputs(args.model, args.hardware, plan or args.plan or default_plan(), args.devices or TRAIN_DEVICES,
+    if plan is None:
+        plan = default_plan() if args.plan is None else args.plan
+    return load_inputs(args.model, args.hardware, plan, args.devices or TRAIN_DEVICES,
                        args.seq_len, args.global_batch, flop_convention=args.flop_convention, **fields)
 
 
@@ -62,6 +64,8 @@ def register(sub) -> None:
                                    "one process per pipeline rank, one thread per resource. Open it in "
                                    "https://ui.perfetto.dev or chrome://tracing (docs/timeline.md).")
     p.add_argument("--out", required=True, help="trace file to write, e.g. step.json")
+    p.add_argument("--op-level", action="store_true",
+                   help="add the event engine's tracks (every kernel and collective of every unit)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -73,7 +77,7 @@ def run(args) -> int:
     writable(args.out, "--out")
     inp = inputs_from_args(args)
     res = simulate_inputs(inp, keep_timeline=True)
-    path = write_chrome_trace(res, args.out, hardware=inp.hardware)
+    path = write_chrome_trace(res, args.out, hardware=inp.hardware, op_level=args.op_level)
     if args.json:
         print(json.dumps(res.to_dict(), sort_keys=True))
     else:

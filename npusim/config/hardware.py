@@ -9,15 +9,21 @@ sections.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, model_validator
+
+from npusim.config.policy import MAX_DEVICES, StrictModel
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
 
 
-class _Strict(BaseModel):
+Count = Annotated[int, Field(gt=0, le=MAX_DEVICES)]
+"""A positive device or server count (at most MAX_DEVICES)."""
+
+
+class _Strict(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
@@ -53,7 +59,7 @@ class ScaleUpSpec(_Strict):
     """Aggregate per-device bandwidth per direction (all links together), GB/s."""
     latency_us: PositiveFloat
     """One-hop latency, microseconds."""
-    domain_devices: Optional[PositiveInt] = None
+    domain_devices: Optional[Count] = None
     """Devices in one scale-up domain when it is larger than a server (CloudMatrix384: 384)."""
     source: str
 
@@ -61,7 +67,7 @@ class ScaleUpSpec(_Strict):
 class NodeSpec(_Strict):
     """One server."""
 
-    devices_per_node: PositiveInt
+    devices_per_node: Count
     scale_up: ScaleUpSpec
     source: str
 
@@ -78,7 +84,7 @@ class ScaleOutSpec(_Strict):
     topology: Literal["clos", "fat_tree", "rail_optimized"]
     oversubscription: float = Field(1.0, ge=1.0)
     """Leaf-to-spine oversubscription (1 = non-blocking)."""
-    nodes_per_leaf: PositiveInt = 16
+    nodes_per_leaf: Count = 16
     """Servers under one leaf switch; traffic beyond them crosses the spine."""
     source: str
 
@@ -163,7 +169,7 @@ class HardwareProfile(_Strict):
     cluster: ScaleOutSpec
     efficiency: EfficiencyModel
     calibration: Optional[Calibration] = None
-    max_devices: PositiveInt = 1_000_000
+    max_devices: Count = 1_000_000
     """Largest cluster this system can be built to (collective domain limit)."""
     notes: str = ""
 

@@ -10,6 +10,7 @@ biases, Qwen2-MoE shared-expert gates, learned position embeddings, extra (sandw
 """
 from __future__ import annotations
 
+import math
 from pathlib import PurePath
 from typing import Any, Optional
 
@@ -66,8 +67,9 @@ def _int(source: str, data: dict, keys: tuple[str, ...], required: bool = False,
             raise ConfigError(source, keys[0], None, "required field is missing from the Hugging Face config",
                               " | ".join(keys))
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise ConfigError(source, key, value, "must be an integer")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and (not math.isfinite(value) or not value.is_integer())):
+        raise ConfigError(source, key, value, "must be an integer", "a finite whole number")
     if (value <= 0 if positive else value < 0):
         raise ConfigError(source, key, value, "must be positive" if positive else "must not be negative")
     return int(value)
@@ -110,6 +112,7 @@ def _sliding(source: str, data: dict, model_type: str) -> tuple[Optional[int], i
         idx = [i for i, t in enumerate(layer_types) if "sliding" in str(t)]
         if not idx or not window:
             return None, 0
+        window = _int(source, {"sliding_window": window}, ("sliding_window",))
         gaps = {b - a for a, b in zip(idx, idx[1:])}
         if len(gaps) == 1:
             every = gaps.pop()
@@ -240,7 +243,8 @@ def _moe_layout(source: str, data: dict) -> tuple[int, int]:
     dense = _int(source, data, _DENSE, positive=False) or 0
     mlp_only = data.get("mlp_only_layers") or []
     if mlp_only:
-        if sorted(mlp_only) != list(range(len(mlp_only))):
+        if (not isinstance(mlp_only, list) or not all(type(i) is int for i in mlp_only)
+                or sorted(mlp_only) != list(range(len(mlp_only)))):
             raise ConfigError(source, "mlp_only_layers", mlp_only,
                               "only a leading run of dense layers can be modelled", "[0, 1, ..., k-1]")
         dense = max(dense, len(mlp_only))

@@ -1,7 +1,6 @@
 """Read YAML/JSON files strictly and validate them into typed configs."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,28 +10,16 @@ T = TypeVar("T")
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
-    """Return the top-level mapping of a YAML or JSON file, or raise ConfigError."""
+    """Return the top-level mapping of a YAML or JSON file, or raise ConfigError (input policy:
+    npusim/config/policy.py -- size cap, strict YAML/JSON, finite numbers, sane integers)."""
+    from npusim.config.policy import load_yaml, loads_json, read_text
+
     p = Path(path)
     src = str(p)
-    if not p.is_file():
-        raise ConfigError(src, "<file>", src, "file not found")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(src, "<file>", f"byte {e.start}", "not valid UTF-8 text", "UTF-8 YAML or JSON") from None
+    text = read_text(p, src)
     if not text.strip():
         raise ConfigError(src, "<file>", "", "file is empty", "a YAML or JSON mapping")
-    try:
-        if p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
-        where = getattr(e, "problem_mark", None)
-        line = f"line {where.line + 1}" if where is not None else getattr(e, "lineno", "?")
-        raise ConfigError(src, "<syntax>", line, f"cannot parse: {str(e).splitlines()[0]}") from None
+    data = loads_json(text, src) if p.suffix == ".json" else load_yaml(text, src)
     if not isinstance(data, dict):
         raise ConfigError(src, "<root>", type(data).__name__, "top level must be a mapping", "key: value pairs")
     return data
@@ -48,14 +35,27 @@ def validate(model_cls: type[T], data: dict[str, Any], source: str) -> T:
         raise from_pydantic(source, e) from None
 
 
+PATH_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def is_path(name_or_path: str) -> bool:
+    """True when an argument names a file: it holds a path separator or ends in .yaml/.yml/.json.
+    Anything else is a preset name, even when a file or folder of that name is in the current folder."""
+    import os
+
+    text = str(name_or_path)
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    return any(sep in text for sep in seps) or text.lower().endswith(PATH_SUFFIXES)
+
+
 def find_preset(name_or_path: str, dirs: list[Path], field: str) -> Path:
-    """The file of a preset ``NAME`` (``NAME.yaml`` in ``dirs``) or of an explicit path; an unknown
-    name raises a one-line ConfigError listing the presets (with a 'did you mean')."""
+    """The file of a preset ``NAME`` (``NAME.yaml`` in ``dirs``) or of an explicit path (see
+    :func:`is_path`); an unknown name raises a one-line ConfigError listing the presets (with a
+    'did you mean')."""
     from npusim.config.errors import did_you_mean
 
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        return path
+    if is_path(name_or_path):
+        return Path(name_or_path)
     for d in dirs:
         if (d / f"{name_or_path}.yaml").is_file():
             return d / f"{name_or_path}.yaml"

@@ -6,42 +6,49 @@ plan independent and live here; per-device shares live in the workload and memor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from npusim.config.policy import MAX_EXPERTS, MAX_HEADS, MAX_LAYERS, MAX_SEQ_LEN, MAX_WIDTH, StrictModel
+
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
+"""A positive width (hidden, FFN, head, rank, vocabulary), at most MAX_WIDTH."""
+Layers = Annotated[int, Field(gt=0, le=MAX_LAYERS)]
+Heads = Annotated[int, Field(gt=0, le=MAX_HEADS)]
 
 
-class MLAConfig(BaseModel):
+class MLAConfig(StrictModel):
     """Multi-head latent attention ranks (DeepSeek-V2/V3, Pangu Ultra MoE)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-    q_lora_rank: Optional[PositiveInt] = None
+    q_lora_rank: Optional[Width] = None
     """Query down-projection rank; None = full-rank query projection (DeepSeek-V2-Lite)."""
-    kv_lora_rank: PositiveInt
-    qk_nope_head_dim: PositiveInt
-    qk_rope_head_dim: PositiveInt
-    v_head_dim: PositiveInt
+    kv_lora_rank: Width
+    qk_nope_head_dim: Width
+    qk_rope_head_dim: Width
+    v_head_dim: Width
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(StrictModel):
     """A decoder-only transformer, dense or MoE."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = "custom"
-    layers: PositiveInt
+    layers: Layers
     """Transformer layers (MTP modules not counted)."""
-    hidden: PositiveInt
+    hidden: Width
     """Model width."""
-    ffn_hidden: Optional[PositiveInt] = None
+    ffn_hidden: Optional[Width] = None
     """Intermediate width of dense FFN layers (None when every layer is MoE)."""
-    heads: PositiveInt
+    heads: Heads
     """Query heads."""
-    kv_heads: Optional[PositiveInt] = None
+    kv_heads: Optional[Heads] = None
     """Key/value heads (None = heads)."""
-    head_dim: Optional[PositiveInt] = None
+    head_dim: Optional[Width] = None
     """Per-head width (None = hidden / heads)."""
-    vocab: PositiveInt
+    vocab: Width
     """Vocabulary size of the embedding and logit layer."""
     attention: Literal["mha", "gqa", "mla"] = "mha"
     mla: Optional[MLAConfig] = None
@@ -50,27 +57,27 @@ class ModelConfig(BaseModel):
     qkv_bias: bool = False
     linear_bias: bool = False
     """Biases on the dense projections (GPT-style)."""
-    experts: int = Field(0, ge=0)
+    experts: int = Field(0, ge=0, le=MAX_EXPERTS)
     """Routed experts per MoE layer; 0 = dense model."""
-    top_k: int = Field(0, ge=0)
+    top_k: int = Field(0, ge=0, le=MAX_EXPERTS)
     """Routed experts per token."""
-    shared_experts: int = Field(0, ge=0)
+    shared_experts: int = Field(0, ge=0, le=MAX_EXPERTS)
     """Shared-expert FFN width in units of expert_ffn_hidden."""
-    expert_ffn_hidden: Optional[PositiveInt] = None
-    expert_groups: int = Field(0, ge=0)
+    expert_ffn_hidden: Optional[Width] = None
+    expert_groups: int = Field(0, ge=0, le=MAX_EXPERTS)
     """Expert groups (MoGE: top_k/expert_groups experts per group; DeepSeek: group-limited routing)."""
-    groups_per_token: int = Field(0, ge=0)
+    groups_per_token: int = Field(0, ge=0, le=MAX_EXPERTS)
     """DeepSeek group-limited routing: groups each token may use (0 = all / MoGE)."""
-    moe_layer_freq: PositiveInt = 1
+    moe_layer_freq: Layers = 1
     """Every n-th layer after the dense ones is MoE (Mixtral/DeepSeek: 1)."""
-    dense_layers: int = Field(0, ge=0)
+    dense_layers: int = Field(0, ge=0, le=MAX_LAYERS)
     """Leading dense layers of an MoE model."""
-    mtp_layers: int = Field(0, ge=0)
+    mtp_layers: int = Field(0, ge=0, le=MAX_LAYERS)
     """Multi-token-prediction modules (each one extra transformer layer plus a 2h->h projection)."""
     tied_embeddings: bool = False
-    sliding_window: Optional[PositiveInt] = None
+    sliding_window: Optional[Annotated[int, Field(gt=0, le=MAX_SEQ_LEN)]] = None
     """Window of local-attention layers (GPT-OSS alternates full and windowed layers)."""
-    sliding_window_every: int = Field(0, ge=0)
+    sliding_window_every: int = Field(0, ge=0, le=MAX_LAYERS)
     """Every n-th layer uses the sliding window (0 = none)."""
     source: str = ""
     """Where the shape comes from (HF config, paper table)."""

@@ -1,34 +1,40 @@
 """Parallel plan: how a model is split over devices, and the options of the training step."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import ConfigDict, Field, model_validator
 
 from npusim.config.errors import ConfigError
+from npusim.config.policy import MAX_BATCH, MAX_DEVICES, MAX_REDUNDANT_EXPERTS, MAX_SEED, StrictModel
+
+Degree = Annotated[int, Field(gt=0, le=MAX_DEVICES)]
+"""A parallel degree: 1..MAX_DEVICES."""
+MAX_ROUTING_DRAWS = 100_000
+"""routing_samples x (redundant_experts + 1): the sampling work of one routing estimate."""
 
 Recompute = Literal["none", "selective", "full"]
 Schedule = Literal["1f1b", "interleaved", "zb-h1", "zb-v", "dualpipe", "dualpipev"]
 
 
-class ParallelPlan(BaseModel):
+class ParallelPlan(StrictModel):
     """Degrees of parallelism plus step options. ``dp`` = 0 means 'derive from the device count'."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
-    tp: PositiveInt = 1
+    tp: Degree = 1
     """Tensor-parallel size."""
-    pp: PositiveInt = 1
+    pp: Degree = 1
     """Pipeline-parallel size."""
-    vpp: PositiveInt = 1
+    vpp: Degree = 1
     """Virtual pipeline chunks per pipeline rank (1 = no interleaving)."""
-    cp: PositiveInt = 1
+    cp: Degree = 1
     """Context-parallel size."""
-    dp: int = Field(0, ge=0)
+    dp: int = Field(0, ge=0, le=MAX_DEVICES)
     """Data-parallel size (0 = devices / (tp*pp*cp))."""
-    ep: PositiveInt = 1
+    ep: Degree = 1
     """Expert-parallel size; expert groups are carved out of the tp*cp*dp ranks."""
-    etp: int = Field(0, ge=0)
+    etp: int = Field(0, ge=0, le=MAX_DEVICES)
     """Expert tensor-parallel size (0 = default: tp when ep*tp fits in tp*cp*dp, else 1; 1 with tp_extend_ep)."""
     tp_extend_ep: bool = False
     """Split experts over tp*ep ranks (each expert whole) instead of splitting each expert's weights."""
@@ -37,7 +43,7 @@ class ParallelPlan(BaseModel):
     zero: int = Field(0, ge=0, le=3)
     """0 none, 1 optimizer states (distributed optimizer), 2 + gradients, 3 + parameters."""
     recompute: Recompute = "none"
-    micro_batch: PositiveInt = 1
+    micro_batch: Annotated[int, Field(gt=0, le=MAX_BATCH)] = 1
     """Sequences per micro-batch per data-parallel rank."""
     schedule: Schedule | None = None
     """Pipeline schedule (None = interleaved when vpp > 1, else 1f1b): 1f1b, interleaved (vpp
@@ -61,17 +67,17 @@ class ParallelPlan(BaseModel):
     """Hide EP all-to-all of one micro-batch behind another's compute (adaptive pipe overlap / DualPipe)."""
     routing: Literal["balanced", "uniform", "zipf", "dirichlet", "grouped", "histogram"] = "balanced"
     """MoE routing load: forced balance, random top-k, skewed, MoGE grouped, or a measured histogram."""
-    routing_param: float = Field(1.0, gt=0)
+    routing_param: float = Field(1.0, gt=0, le=1e6)
     """Zipf exponent or Dirichlet concentration."""
     routing_histogram: Optional[str] = None
     """CSV (expert,tokens) for routing=histogram."""
-    routing_seed: int = Field(0, ge=0)
+    routing_seed: int = Field(0, ge=0, le=MAX_SEED)
     routing_samples: int = Field(16, ge=1, le=10_000)
-    capacity_factor: float = Field(0.0, ge=0)
+    capacity_factor: float = Field(0.0, ge=0, le=1e6)
     """Per-expert token cap as a multiple of the mean (0 = dropless)."""
-    redundant_experts: int = Field(0, ge=0)
+    redundant_experts: int = Field(0, ge=0, le=MAX_REDUNDANT_EXPERTS)
     """Hot experts replicated onto the least-loaded devices of each EP group."""
-    shared_tp: int = Field(0, ge=0)
+    shared_tp: int = Field(0, ge=0, le=MAX_DEVICES)
     """Serving: TP size of the shared experts (0 = tp); may span the attention DP groups."""
     moe_dispatch: Literal["alltoall", "allgather"] = "alltoall"
     """Serving: EP token exchange by all-to-all, or all-gather to every device + reduce-scatter."""
@@ -79,6 +85,14 @@ class ParallelPlan(BaseModel):
     """Serving: KV-cache dtype (auto = 16-bit)."""
     weight_only: bool = False
     """Serving: int8 weights with 16-bit compute (W8A16) instead of W8A8 when precision=int8."""
+
+    @model_validator(mode="after")
+    def _sampling_work(self) -> "ParallelPlan":
+        draws = self.routing_samples * (self.redundant_experts + 1)
+        if draws > MAX_ROUTING_DRAWS:
+            raise ValueError(f"routing_samples x (redundant_experts + 1) = {draws:,} routing draws; "
+                             f"at most {MAX_ROUTING_DRAWS:,}")
+        return self
 
     @property
     def pipeline_schedule(self) -> str:
@@ -113,27 +127,37 @@ _STR_KEYS = {"recompute", "schedule", "precision", "master_weights", "a2a", "rou
 
 
 def parse_plan(text: str, source: str = "--plan") -> dict:
-    """Parse ``"tp=8,pp=16,vpp=2,ep=4"`` into a dict of plan fields (values typed, names checked)."""
+    """Parse ``"tp=8,pp=16,vpp=2,ep=4"`` into a dict of plan fields (values typed, names checked).
+
+    Input policy: a repeated key (``mb`` and ``micro_batch`` are one key), an integer of more than
+    18 digits and a non-finite number are refused in one line. ``""`` is the empty plan (all
+    defaults) here; the CLI refuses an empty ``--plan`` value (``npusim.cli_util.plan_text``)."""
+    import math
+
     from npusim.config.errors import did_you_mean
+    from npusim.config.policy import int_text
 
     out: dict = {}
     allowed = sorted(_INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS)
-    for part in [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]:
+    parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
+    for part in parts:
         if "=" not in part:
             raise ConfigError(source, part, part, "expected key=value", ", ".join(allowed))
         key, val = (s.strip() for s in part.split("=", 1))
         if key not in allowed:
             raise ConfigError(source, key, val, "unknown plan key" + did_you_mean(key, allowed), ", ".join(allowed))
+        name = "micro_batch" if key == "mb" else key
+        if name in out:
+            raise ConfigError(source, key, val, f"repeated plan key (already {name}={out[name]})", "each key once")
         if key in _INT_KEYS:
-            try:
-                out["micro_batch" if key == "mb" else key] = int(val)
-            except ValueError:
-                raise ConfigError(source, key, val, "not an integer", "a positive integer") from None
+            out[name] = int_text(val, source, key)
         elif key in _FLOAT_KEYS:
             try:
                 out[key] = float(val)
             except ValueError:
                 raise ConfigError(source, key, val, "not a number", "a non-negative number") from None
+            if not math.isfinite(out[key]):
+                raise ConfigError(source, key, val, "not a finite number", "a finite non-negative number")
         elif key in _BOOL_KEYS:
             if val.lower() not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
                 raise ConfigError(source, key, val, "not a boolean", "0/1/true/false")

@@ -1,18 +1,23 @@
 """The workload of one simulation: a training step, a prefill, or a decode step."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from npusim.config.policy import MAX_BATCH, MAX_SEQ_LEN, StrictModel
+
+SeqLen = Annotated[int, Field(gt=0, le=MAX_SEQ_LEN)]
+Batch = Annotated[int, Field(gt=0, le=MAX_BATCH)]
 
 
-class TrainWorkload(BaseModel):
+class TrainWorkload(StrictModel):
     """One optimizer step of pre-training."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-    seq_len: PositiveInt
+    seq_len: SeqLen
     """Tokens per sequence."""
-    global_batch: PositiveInt
+    global_batch: Batch
     """Sequences per optimizer step."""
 
     @property
@@ -21,24 +26,24 @@ class TrainWorkload(BaseModel):
         return self.seq_len * self.global_batch
 
 
-class InferenceWorkload(BaseModel):
+class InferenceWorkload(StrictModel):
     """Serving: prefill of a batch of prompts (TTFT) or one decode step of a batch of sequences (TPOT)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     kind: Literal["prefill", "decode"]
-    batch: PositiveInt
+    batch: Batch
     """Concurrent sequences over all devices of the instance."""
-    input_len: PositiveInt
+    input_len: SeqLen
     """Prompt length (prefill), or the context at which the decode step runs (decode)."""
-    output_len: Optional[PositiveInt] = None
+    output_len: Optional[SeqLen] = None
     """Generated tokens per sequence; the KV cache is sized for input_len + output_len."""
     draft_tokens: int = Field(0, ge=0, le=16)
     """Speculative tokens verified per decode step (MTP or a draft model)."""
-    accepted_tokens: float = Field(0.0, ge=0)
+    accepted_tokens: float = Field(0.0, ge=0, le=16)
     """Mean draft tokens accepted per step (0..draft_tokens); tokens per step = 1 + accepted."""
-    block_size: int = Field(0, ge=0)
+    block_size: int = Field(0, ge=0, le=MAX_SEQ_LEN)
     """Diffusion-style block decoding: tokens decoded in parallel per block (0 = autoregressive)."""
-    denoise_steps: int = Field(0, ge=0)
+    denoise_steps: int = Field(0, ge=0, le=10_000)
     """Forward passes per block in block decoding."""
 
     @model_validator(mode="after")

@@ -10,6 +10,18 @@ PART_NAMES = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm"
 """The named parts of a step; they add up to the step time."""
 
 
+def named_sum(*terms: dict[str, float], step_s: float, residual: str = "other") -> dict[str, float]:
+    """The step as its named sum: every part of ``PART_NAMES`` (in that order), the ``terms`` added
+    part by part, and what the step holds beyond them charged to ``residual`` (never negative).
+    The one place a breakdown is built (event simulation, serving, fast tier)."""
+    out = dict.fromkeys(PART_NAMES, 0.0)
+    for t in terms:
+        for k, v in t.items():
+            out[k] += v
+    out[residual] += max(0.0, step_s - sum(out.values()))
+    return out
+
+
 def pass_parts(p: Pass, hw, plan, places: dict, cache: dict | None = None) -> dict[str, float]:
     """Named parts (seconds) of one pass on one device: compute, recompute and exposed comm."""
     cache = {} if cache is None else cache
@@ -30,15 +42,15 @@ def pass_parts(p: Pass, hw, plan, places: dict, cache: dict | None = None) -> di
     # never hidden behind the same GEMM twice; whatever the budget cannot cover stays exposed.
     budget = [gemm_s + attn_s]
     if "tp_comm" in comm and plan.tp_comm_overlap:
-        comm["tp_comm"] = _exposed(comm["tp_comm"], budget, hw, parts)
+        comm["tp_comm"] = exposed_behind(comm["tp_comm"], budget, hw, parts)
     if "cp_comm" in comm:
-        comm["cp_comm"] = _exposed(comm["cp_comm"], budget, hw, parts)
+        comm["cp_comm"] = exposed_behind(comm["cp_comm"], budget, hw, parts)
     if "dp_comm" in comm and plan.overlap_param_gather:
-        comm["dp_comm"] = _exposed(comm["dp_comm"], budget, hw, parts)
+        comm["dp_comm"] = exposed_behind(comm["dp_comm"], budget, hw, parts)
     if "ep_comm" in comm and plan.ep_overlap:
         # Another micro-batch's compute hides this one's all-to-all (adaptive pipe overlap / DualPipe).
         budget[0] += parts["compute"] + parts["recompute"] - gemm_s - attn_s
-        comm["ep_comm"] = _exposed(comm["ep_comm"], budget, hw, parts)
+        comm["ep_comm"] = exposed_behind(comm["ep_comm"], budget, hw, parts)
     for k, v in comm.items():
         parts[k] = parts.get(k, 0.0) + v
     return parts
@@ -57,7 +69,7 @@ def comm_times(p: Pass, hw, places: dict, cache: dict) -> dict[str, float]:
     return comm
 
 
-def _exposed(comm_s: float, budget: list[float], hw, parts: dict[str, float]) -> float:
+def exposed_behind(comm_s: float, budget: list[float], hw, parts: dict[str, float]) -> float:
     """Exposed remainder of a collective hidden behind the remaining ``budget`` of compute (which it
     consumes); the hidden part slows that compute by the profile's interference factor."""
     hidden = min(comm_s, max(0.0, budget[0]))

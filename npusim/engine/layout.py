@@ -14,16 +14,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STATIC_SCHEDULES = ("1f1b", "interleaved", "forward", "dualpipe", "dualpipev")
+from npusim.config.schedules import SCHEDULES, names, schedule_facts
+
+STATIC_SCHEDULES = names(greedy=False) + ("forward",)
 """Schedules given as a fixed per-rank order of units."""
-GREEDY_SCHEDULES = ("zb-h1", "zb-v")
+GREEDY_SCHEDULES = names(greedy=True)
 """Schedules decided at run time by the zero-bubble greedy policy (``npusim.engine.zerobubble``)."""
-SPLIT_SCHEDULES = ("zb-h1", "zb-v", "dualpipe", "dualpipev")
+SPLIT_SCHEDULES = names(split_backward=True)
 """Schedules that split some backward passes into input-gradient (B) and weight-gradient (W) units."""
-V_SCHEDULES = ("zb-v", "dualpipev")
+V_SCHEDULES = names(placement="v")
 """Schedules with the V-shaped placement (two chunks per rank, vpp = 2)."""
-TRAINING_SCHEDULES = ("1f1b", "interleaved", "zb-h1", "zb-v", "dualpipe", "dualpipev")
-"""Schedules a training plan may name."""
+TWO_WAY_SCHEDULES = names(placement="two_way")
+"""Schedules with two pipelines in opposite directions (DualPipe)."""
+TRAINING_SCHEDULES = tuple(SCHEDULES)
+"""Schedules a training plan may name (``npusim.config.schedules``)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Layout:
         p = self.pp
         if self.schedule in V_SCHEDULES:
             return stage if stage < p else 2 * p - 1 - stage
-        if self.schedule == "dualpipe":
+        if self.schedule in TWO_WAY_SCHEDULES:
             return stage if mb < m // 2 else p - 1 - stage
         return stage % p
 
@@ -57,6 +61,7 @@ def pipeline_layout(schedule: str, pp: int, vpp: int) -> Layout:
     """The placement a schedule uses for ``pp`` ranks and ``vpp`` chunks per rank (plan-dependent)."""
     if schedule in V_SCHEDULES:
         return Layout(schedule, pp, 2 * pp, tuple((r, 2 * pp - 1 - r) for r in range(pp)))
-    if schedule == "dualpipe":
-        return Layout(schedule, pp, pp, tuple((r, pp - 1 - r) for r in range(pp)), copies=2)
+    if schedule_facts(schedule).placement == "two_way":
+        return Layout(schedule, pp, pp, tuple((r, pp - 1 - r) for r in range(pp)),
+                      copies=schedule_facts(schedule).copies)
     return Layout(schedule, pp, pp * vpp, tuple(tuple(c * pp + r for c in range(vpp)) for r in range(pp)))

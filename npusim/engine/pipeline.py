@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from npusim.config.schedules import schedule_facts
 from npusim.engine.layout import GREEDY_SCHEDULES, Layout, pipeline_layout
 from npusim.engine.overlap import Interference, fb_parts
 
@@ -290,7 +291,7 @@ def simulate_pipeline(stages: list[StageCost], pp: int, vpp: int, m: int, schedu
             env.process(greedy_rank(eng, r))
     else:
         orders = schedule_orders(schedule, pp, vpp, m)
-        if pair_fb and schedule in ("1f1b", "interleaved"):
+        if pair_fb and not schedule_facts(schedule).pairs_fb:
             orders = [pair_steady(o) for o in orders]
         for r in range(pp):
             env.process(static_rank(eng, r, orders[r]))

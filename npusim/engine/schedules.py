@@ -8,6 +8,7 @@ overlapped unit. Which stage a local chunk is depends on the schedule (``npusim.
 from __future__ import annotations
 
 from npusim.engine.dualpipe import dualpipe, dualpipev
+from npusim.config.schedules import schedule_facts
 from npusim.engine.layout import GREEDY_SCHEDULES
 
 Unit = tuple
@@ -72,7 +73,8 @@ def pair_steady(order: list[Unit]) -> list[Unit]:
 def paired_fb(model, plan) -> bool:
     """True when the plan runs 1F1B's steady state as overlapped forward+backward pairs: EP overlap
     on an MoE model with expert parallelism (plan dependent)."""
-    return bool(plan.ep_overlap) and model.is_moe and plan.expert_ep > 1 and plan.pipeline_schedule in ("1f1b", "interleaved")
+    return (bool(plan.ep_overlap) and model.is_moe and plan.expert_ep > 1
+            and not schedule_facts(plan.pipeline_schedule).pairs_fb and not schedule_facts(plan.pipeline_schedule).greedy)
 
 
 def schedule_orders(name: str, pp: int, vpp: int, m: int) -> list[list[Unit]]:

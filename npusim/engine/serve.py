@@ -9,7 +9,7 @@ from __future__ import annotations
 from npusim.config.errors import ConfigError
 from npusim.cost.collectives import collective_time, placements
 from npusim.cost.compute import matrix_dtype
-from npusim.cost.passes import PART_NAMES, pass_parts
+from npusim.cost.passes import named_sum, pass_parts
 from npusim.engine.pipeline import StageCost, simulate_pipeline
 from npusim.result import Result
 from npusim.workload.layers import ACT_BYTES, elementwise
@@ -142,11 +142,7 @@ def _result(model, hw, plan, wl, devices, traces, stages, mem, keep_timeline) ->
     step = max(t.finish_s for t in traces)
     crit = max(range(plan.pp), key=lambda r: (sum(traces[r].busy.values()), -r))
     tr = traces[crit]
-    breakdown = {k: 0.0 for k in PART_NAMES}
-    for k, v in tr.busy.items():
-        breakdown[k] += v
-    breakdown["pp_comm"] += tr.pp_wait_s
-    breakdown["bubble"] += tr.bubble_s + (step - tr.finish_s)
+    breakdown = named_sum(tr.busy, {"pp_comm": tr.pp_wait_s, "bubble": tr.bubble_s + (step - tr.finish_s)}, step_s=step)
     if wl.kind == "prefill":
         tokens, ttft, tpot = wl.batch * wl.input_len, step, None
         processed = tokens

@@ -126,10 +126,7 @@ def _tail_events(rank: int, events: list[tuple], sp) -> list[dict]:
     reduce = {c: dp_reduce_time(si, s, places) for c, s in enumerate(mine)}
     red = {c: v[0] for c, v in reduce.items()}
     if plan.overlap_grad_reduce:  # what the buckets leave after the last backward, as simulate does
-        from npusim.engine.layout import SPLIT_SCHEDULES
-        from npusim.engine.step import stage_costs
-
-        costs = stage_costs(si, specs, places, {}, sp.load, plan.pipeline_schedule in SPLIT_SCHEDULES)
+        costs = sp.stage_costs()
         red = {c: costs[c * plan.pp + rank].dp_after_s for c in range(plan.vpp)}
     gather = sum(v[1] for v in reduce.values())
     tail = dp_tail(tr, red, plan.overlap_grad_reduce)
@@ -202,12 +199,9 @@ def chrome_trace(result, stage_costs=None, *, hardware=None, op_level: bool = Fa
         by_rank[rank].append(ev)
     meta, events = [], []
     engine_stages = None
+    split = sp.facts.split_backward
     if op_level:
-        from npusim.engine.layout import SPLIT_SCHEDULES
-        from npusim.engine.step import stage_costs as _stage_costs
-
-        split = plan.pipeline_schedule in SPLIT_SCHEDULES
-        engine_stages = _stage_costs(sp.inputs, sp.specs, sp.places, {}, sp.load, split)
+        engine_stages = sp.stage_costs()
     for rank in range(plan.pp):
         mine = []
         for kind, stage, mb, start, end in by_rank[rank]:

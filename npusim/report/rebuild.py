@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from npusim.engine.resolved import ResolvedStep, resolve_step
+
 
 @dataclass(frozen=True)
 class SimInputs:
@@ -71,39 +73,24 @@ def with_timeline(result, hardware=None):
     return simulate_inputs(inputs_from_result(result, hardware), keep_timeline=True)
 
 
-@dataclass(frozen=True)
-class StepParts:
-    """What the engine derives from resolved inputs before it runs the pipeline."""
-
-    inputs: Any
-    """npusim.engine.step.StepInputs (resolved plan)."""
-    specs: list
-    places: dict
-    load: Any
+StepParts = ResolvedStep
+"""What the engine derives from resolved inputs before it runs the pipeline (the shared
+``npusim.engine.resolved.ResolvedStep``)."""
 
 
-def step_parts(inp: SimInputs) -> StepParts:
+def step_parts(inp: SimInputs) -> ResolvedStep:
     """Resolve the plan and derive chunk specs, group placements and MoE load as ``simulate`` does."""
-    from npusim.config.plan import resolve_plan
-    from npusim.cost.collectives import placements
-    from npusim.engine.step import StepInputs, moe_load
-    from npusim.workload.passes import chunk_specs
-
-    wl = inp.workload
-    plan = resolve_plan(inp.plan, inp.model, inp.devices, wl.global_batch, wl.seq_len)
-    si = StepInputs(inp.model, inp.hardware, plan, wl.seq_len, wl.global_batch, inp.devices)
-    places = placements(plan, inp.hardware)
-    return StepParts(si, chunk_specs(inp.model, plan.pp, plan.vpp), places, moe_load(si, places))
+    return resolve_step(inp.model, inp.hardware, inp.plan, inp.workload, inp.devices)
 
 
 def memory_per_rank(result, hardware=None) -> list[dict[str, float]]:
     """Memory (GB) of every pipeline rank of ``result``: states, activations and total (plan dependent)."""
     from npusim.engine.step import make_shard
-    from npusim.simulate import _memory
+    from npusim.simulate import schedule_memory
 
     sp = step_parts(inputs_from_result(result, hardware))
     si = sp.inputs
-    rows = _memory(si.model, si.hw, si.plan, sp.specs, make_shard(si.model, si.plan, si.seq_len), sp.places,
+    rows = schedule_memory(si.model, si.hw, si.plan, sp.specs, make_shard(si.model, si.plan, si.seq_len), sp.places,
                    si.micro_batches, sp.load.max_over_mean)
     return [{k: v / 1e9 for k, v in row.items()} for row in rows]
 

@@ -22,10 +22,16 @@ _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15
 
 def parse_tokens(text: str, flag: str = "--tokens") -> float:
     """Parse a token count such as '10T', '500B', '1.5e12' (plan independent)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMBGTP]?)\s*", str(text).upper())
+    from npusim.config.policy import MAX_TOKENS
+
+    text = str(text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMBGTP]?)\s*", text.upper()) if len(text) <= 100 else None
     if not m or float(m.group(1)) <= 0:
         raise ConfigError(flag, "tokens", text, "not a positive token count", "e.g. 10T, 500B, 1.5e12")
-    return float(m.group(1)) * _SUFFIX[m.group(2)]
+    tokens = float(m.group(1)) * _SUFFIX[m.group(2)]
+    if not math.isfinite(tokens) or tokens > MAX_TOKENS:
+        raise ConfigError(flag, "tokens", text, "too many tokens", f"a finite count up to {MAX_TOKENS:.0e}")
+    return tokens
 
 
 def device_ladder(hw, lo: int = 1) -> list[int]:
@@ -92,7 +98,8 @@ def _lower_bound(model, hw, tokens: float, days: float, seq_len: int) -> int:
     from npusim.flops import flops_per_token
 
     peak = hw.matrix_peak_flops(matrix_dtype(hw, "bf16"))
-    return max(1, math.floor(tokens * flops_per_token(model, seq_len) / (days * 86400.0 * peak)))
+    need = tokens * flops_per_token(model, seq_len) / (days * 86400.0 * peak)
+    return max(1, math.floor(need)) if math.isfinite(need) and need < 1e18 else 10**18
 
 
 def smallest(model, hw, tokens: float, days: float, workload, space: dict, headroom: float, full_top: int,
@@ -142,6 +149,15 @@ def plan_capacity(model, hw, tokens: float, workload, days: float | None = None,
         best = best and {**best, "meets_deadline": None}
         short = {devices: best["shortlist"]} if best else {}
     else:
+        need = _lower_bound(model, hw, tokens, days, workload.seq_len)
+        if need > hw.max_devices:
+            # Even at MFU = 100 % the deadline needs more devices than the profile can be built with:
+            # say so instead of searching (and blaming memory for the empty answer).
+            answer = {**_answer(None, tokens), "meets_deadline": False, "reason": "deadline",
+                      "min_devices_at_full_mfu": need, "max_devices": hw.max_devices}
+            return {"model": model.name, "hardware": hw.name, "tokens": tokens, "deadline_days": days,
+                    "seq_len": workload.seq_len, "global_batch": workload.global_batch, "answer": answer,
+                    "tried": [], "sensitivity": []}
         best, tried, short = smallest(model, hw, tokens, days, workload, space, headroom, full_top)
     out = {"model": model.name, "hardware": hw.name, "tokens": tokens, "deadline_days": days,
            "seq_len": workload.seq_len, "global_batch": workload.global_batch, "answer": _answer(best, tokens),
@@ -179,7 +195,7 @@ def _map(fn, jobs: list, workers: int | None) -> list:
 def _answer(best: dict | None, tokens: float) -> dict:
     """Devices, plan, throughput, days and device-hours of a search result."""
     if best is None:
-        return {"devices": None, "days": None, "device_hours": None}
+        return {"devices": None, "days": None, "device_hours": None, "reason": "memory"}
     d = _days(best, tokens)
     out = {k: v for k, v in best.items() if k != "shortlist"}
     return {**out, "days": d, "device_hours": d * 24.0 * best["devices"]}

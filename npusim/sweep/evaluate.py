@@ -18,7 +18,7 @@ REASONS = ("model", "constraint", "divisibility", "memory", "step_time", "tpot",
 _STATE: dict[str, dict] = {}
 
 
-def _state(ctx: dict) -> dict:
+def worker_state(ctx: dict) -> dict:
     """Per-process objects of a sweep context: hardware profiles and model variants, built once."""
     st = _STATE.get(ctx["key"])
     if st is None:
@@ -29,20 +29,20 @@ def _state(ctx: dict) -> dict:
     return st
 
 
-def _model(ctx: dict, overrides: dict):
+def point_model(ctx: dict, overrides: dict):
     """The ModelConfig of a variant (memoised per process); None when invalid."""
     import json
 
     from npusim.sweep.space import build_variant
 
-    models = _state(ctx)["models"]
+    models = worker_state(ctx)["models"]
     key = json.dumps(overrides, sort_keys=True)
     if key not in models:
         models[key] = build_variant(ctx["base_model"], overrides).model
     return models[key]
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """An exception as one line."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
@@ -111,8 +111,8 @@ def _prepare(ctx: dict, p: dict):
     from npusim.config.plan import make_plan, resolve_plan
     from npusim.config.workload import TrainWorkload
 
-    model = _model(ctx, p["model"])
-    hw = _state(ctx)["hw"][p["hardware"]]
+    model = point_model(ctx, p["model"])
+    hw = worker_state(ctx)["hw"][p["hardware"]]
     wl = TrainWorkload(seq_len=p["seq_len"], global_batch=p["global_batch"])
     plan = make_plan(p["plan"], source="plan")
     plan = resolve_plan(plan, model, p["devices"], wl.global_batch, wl.seq_len, source="plan")
@@ -133,7 +133,7 @@ def evaluate_fast(ctx: dict, points: list[dict]) -> list[dict]:
         model = plan = None
         try:
             if "pre" in p:
-                model = _model(ctx, p["model"])
+                model = point_model(ctx, p["model"])
                 rows.append({**input_row(ctx, p, model, None), "status": "infeasible", "reason": p["pre"][0],
                              "message": p["pre"][1]})
                 continue
@@ -150,7 +150,7 @@ def evaluate_fast(ctx: dict, points: list[dict]) -> list[dict]:
                          **_metrics(ctx, p, res)})
         except Exception as e:  # a failing point is an error row, never a crashed sweep
             rows.append({**input_row(ctx, p, model, plan), "status": "error", "reason": type(e).__name__,
-                         "message": _one_line(e)})
+                         "message": one_line(e)})
     return rows
 
 
@@ -172,5 +172,5 @@ def evaluate_full(ctx: dict, points: list[dict]) -> list[dict]:
                          **_metrics(ctx, p, res, "full_")})
         except Exception as e:
             rows.append({"id": p["id"], "full_status": "error", "full_reason": type(e).__name__,
-                         "full_message": _one_line(e)})
+                         "full_message": one_line(e)})
     return rows

@@ -20,10 +20,11 @@ the same peak. Everything that does not depend on the point is memoised in modul
 from __future__ import annotations
 
 from npusim.config.plan import resolve_plan
+from npusim.config.schedules import names
 from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
 from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
-from npusim.cost.passes import PART_NAMES
+from npusim.cost.passes import named_sum
 from npusim.engine.pipeline import RankTrace
 from npusim.engine.schedules import pair_steady, paired_fb, schedule_orders
 from npusim.engine.step import StepInputs, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time, routing_spec
@@ -31,7 +32,7 @@ from npusim.flops import flops_per_token
 from npusim.sweep.lowered import oid, stage_cost, stage_prefix
 from npusim.workload.passes import chunk_specs
 
-CLOSED_FORM = ("1f1b", "interleaved")
+CLOSED_FORM = names(closed_form=True)
 """Schedules the closed form covers; others (zero-bubble, DualPipe...) fall back to the event simulation."""
 _PLACES: dict[tuple, dict] = {}
 _GROUPS: dict[tuple, list] = {}
@@ -333,13 +334,9 @@ def _step(inp: StepInputs, places, load, m: int, convention: str) -> dict:
     alpha = min(1.0, plan.pp / m) if plan.vpp > 1 else 0.0
     finish = m * (t_max + alpha * (pace - t_max)) + (total_t - t_max) / plan.vpp + hops
     step = finish + max(g[7] + g[8] + g[9] - g[6] for g in groups)
-    breakdown = dict.fromkeys(PART_NAMES, 0.0)
-    for k, v in crit[3].items():
-        breakdown[k] += m * v
-    breakdown["pp_comm"] += hops
-    breakdown["dp_comm"] += crit[7] + crit[8]
-    breakdown["optimizer"] += crit[9]
-    breakdown["bubble"] += max(0.0, step - sum(breakdown.values()))
+    breakdown = named_sum({k: m * v for k, v in crit[3].items()},
+                          {"pp_comm": hops, "dp_comm": crit[7] + crit[8], "optimizer": crit[9]},
+                          step_s=step, residual="bubble")
     tps = inp.global_batch * inp.seq_len / step
     peak = hw.matrix_peak_flops(matrix_dtype(hw, plan.precision))
     flops = sum(g[4] * g[2] for g in groups)

@@ -14,7 +14,7 @@ from npusim.cost.algorithms import collective_plan
 from npusim.cost.collectives import collective_time
 from npusim.cost.compute import op_time
 from npusim.cost.memory import chunk_params
-from npusim.cost.passes import _exposed
+from npusim.cost.passes import exposed_behind
 from npusim.engine.pipeline import StageCost
 from npusim.engine.schedules import paired_fb
 from npusim.engine.step import StepInputs, dp_comms, fp8_casts, layer_spec, make_shard
@@ -134,7 +134,7 @@ def finish(v: list[float], hw, plan, ep_cover: float | None = None) -> dict[str,
     ep_x = ep
     if plan.ep_overlap and ep > 0:
         budget = [kernels if ep_cover is None else ep_cover]
-        ep_x = _exposed(ep, budget, hw, {"compute": 0.0})
+        ep_x = exposed_behind(ep, budget, hw, {"compute": 0.0})
         hidden += ep - ep_x
     parts["compute"] += hidden * hw.derating.overlap_compute_slowdown
     parts.update(tp_comm=tp_x, cp_comm=cp_x, ep_comm=ep_x, pp_comm=pp, dp_comm=dp_x)

@@ -243,10 +243,10 @@ def _prepare(ctx: dict, p: dict):
     from npusim.config.plan import make_plan
     from npusim.config.workload import InferenceWorkload
     from npusim.engine.serve import resolve_serving_plan
-    from npusim.sweep.evaluate import _model, _state
+    from npusim.sweep.evaluate import point_model, worker_state
 
-    model = _model(ctx, p["model"])
-    hw = _state(ctx)["hw"][p["hardware"]]
+    model = point_model(ctx, p["model"])
+    hw = worker_state(ctx)["hw"][p["hardware"]]
     batch = p["batch"] if p["batch"] != "auto" else p["devices"]
     wl = InferenceWorkload(kind=p["kind"], batch=batch, input_len=p["input_len"], output_len=p.get("output_len"))
     plan = resolve_serving_plan(make_plan(p["plan"], source="plan"), model, p["devices"], batch, source="plan")
@@ -271,20 +271,20 @@ def _search(ctx: dict, p: dict, model, hw, plan, wl) -> BatchSearch:
 def evaluate_serving_fast(ctx: dict, points: list[dict]) -> list[dict]:
     """Rows of a batch of serving points: validity, then the batch search (the core's serving model)."""
     from npusim.config.errors import ConfigError
-    from npusim.sweep.evaluate import _model, _one_line
+    from npusim.sweep.evaluate import point_model, one_line
 
     rows = []
     for p in points:
         model = plan = None
         try:
             if "pre" in p:
-                rows.append({**serving_input_row(ctx, p, _model(ctx, p["model"]), None), "status": "infeasible",
+                rows.append({**serving_input_row(ctx, p, point_model(ctx, p["model"]), None), "status": "infeasible",
                              "reason": p["pre"][0], "message": p["pre"][1]})
                 continue
             try:
                 model, hw, plan, wl = _prepare(ctx, p)
             except ConfigError as e:
-                rows.append({**serving_input_row(ctx, p, _model(ctx, p["model"]), None), "status": "infeasible",
+                rows.append({**serving_input_row(ctx, p, point_model(ctx, p["model"]), None), "status": "infeasible",
                              "reason": "divisibility", "message": str(e)})
                 continue
             s = _search(ctx, p, model, hw, plan, wl)
@@ -293,14 +293,14 @@ def evaluate_serving_fast(ctx: dict, points: list[dict]) -> list[dict]:
                          "message": s.message, **_metrics(ctx, p, s)})
         except Exception as e:  # a failing point is an error row, never a crashed sweep
             rows.append({**serving_input_row(ctx, p, model, plan), "status": "error", "reason": type(e).__name__,
-                         "message": _one_line(e)})
+                         "message": one_line(e)})
     return rows
 
 
 def evaluate_serving_full(ctx: dict, points: list[dict]) -> list[dict]:
     """Full-tier rows: each point re-simulated from scratch at the batch and KV dtype its search found
     (``p["found"]``), with the memory and limit checks repeated."""
-    from npusim.sweep.evaluate import _one_line
+    from npusim.sweep.evaluate import one_line
 
     rows = []
     for p in points:
@@ -316,7 +316,7 @@ def evaluate_serving_full(ctx: dict, points: list[dict]) -> list[dict]:
                          **_metrics(ctx, p, s, "full_")})
         except Exception as e:
             rows.append({"id": p["id"], "full_status": "error", "full_reason": type(e).__name__,
-                         "full_message": _one_line(e)})
+                         "full_message": one_line(e)})
     return rows
 
 

@@ -60,12 +60,19 @@ def eval_expr(text: str, values: dict) -> int:
             raise ValueError("'/' is not integer division (use //)")
         raise ValueError(f"unsupported expression element {type(node).__name__}")
 
+    from npusim.config.policy import MAX_EXPR_CHARS
+
+    text = str(text)
+    if len(text) > MAX_EXPR_CHARS:
+        raise ValueError(f"expression of {len(text):,} characters; at most {MAX_EXPR_CHARS}")
     try:
-        return ev(ast.parse(str(text), mode="eval").body)
+        return ev(ast.parse(text, mode="eval").body)
     except SyntaxError as e:
         raise ValueError(f"cannot parse: {e.msg}") from None
     except ZeroDivisionError:
         raise ValueError("division by zero") from None
+    except (RecursionError, MemoryError):
+        raise ValueError("expression nested too deeply") from None
 
 
 def build_variant(base: dict, overrides: dict, constraints=None, derive: dict | None = None) -> Variant:
@@ -107,8 +114,16 @@ def model_variants(base: dict, vary: dict, constraints=None, derive: dict | None
 
 
 def divisors(n: int) -> list[int]:
-    """Positive divisors of ``n`` in increasing order."""
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Positive divisors of ``n`` in increasing order (trial division up to sqrt(n): O(sqrt n))."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
 
 
 def _auto_values(axis: str, st: dict, c: dict) -> list:

@@ -8,11 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from npusim.config.errors import ConfigError, did_you_mean
+from npusim.config.policy import MAX_BATCH, MAX_EXPR_CHARS, MAX_SEQ_LEN, StrictModel, no_bool
+
+SeqLen = Annotated[int, BeforeValidator(no_bool), Field(gt=0, le=MAX_SEQ_LEN)]
+Batch = Annotated[int, BeforeValidator(no_bool), Field(gt=0, le=MAX_BATCH)]
 
 MODEL_ALIASES = {"hidden_size": "hidden", "num_layers": "layers", "num_experts": "experts",
                  "num_moe_experts": "experts", "moe_router_topk": "top_k", "num_attention_heads": "heads",
@@ -46,7 +50,7 @@ def _auto(v: Any) -> Any:
     return v
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -71,34 +75,41 @@ class WorkloadSpec(_Strict):
     """Training workloads: every combination of sequence length and global batch is swept."""
 
     kind: Literal["train"] = "train"
-    seq_len: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)]
+    seq_len: Annotated[list[SeqLen], BeforeValidator(_listify), Field(min_length=1)]
     """Tokens per sequence (one value or a list)."""
-    global_batch: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)]
+    global_batch: Annotated[list[Batch], BeforeValidator(_listify), Field(min_length=1)]
     """Sequences per optimizer step (one value or a list)."""
 
 
 def _batch_value(v: Any) -> Any:
-    """One serving batch entry: 'auto' or a positive integer."""
-    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+    """One serving batch entry: 'auto' or a positive integer (at most MAX_BATCH)."""
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_BATCH):
         return v
-    raise ValueError("expected 'auto' or a positive integer")
+    raise ValueError(f"expected 'auto' or a positive integer (at most {MAX_BATCH:,})")
 
 
-def _per_hardware(kind: type):
-    """A validator for 'one positive number, or {hardware name: positive number}'."""
+def _per_hardware(kind: type, optional: bool = True):
+    """A validator for 'one positive finite number, or {hardware name: positive finite number}'
+    (``optional``: null allowed)."""
+    import math
+
+    from npusim.config.errors import shown
+
     def check(v: Any) -> Any:
         """The value, normalised; ValueError when it is not a positive number or such a mapping."""
         def ok(x: Any) -> bool:
-            """True for a positive number of the wanted kind."""
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 and (kind is float or x == int(x))
+            """True for a positive finite number of the wanted kind."""
+            return (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                    and (kind is float or x == int(x)))
         if isinstance(v, dict):
             bad = [k for k, x in v.items() if not ok(x)]
             if bad:
-                raise ValueError(f"{bad[0]}: expected a positive {kind.__name__}, got {v[bad[0]]!r}")
+                raise ValueError(f"{shown(bad[0], 40)}: expected a positive {kind.__name__} (finite), "
+                                 f"got {shown(v[bad[0]], 40)}")
             return {str(k): kind(x) for k, x in v.items()}
-        if v is None or ok(v):
+        if (v is None and optional) or ok(v):
             return None if v is None else kind(v)
-        raise ValueError(f"expected a positive {kind.__name__} or a mapping hardware name -> {kind.__name__}")
+        raise ValueError(f"expected a positive {kind.__name__} (finite) or a mapping hardware name -> {kind.__name__}")
     return BeforeValidator(check)
 
 
@@ -106,15 +117,15 @@ class ServingWorkloadSpec(_Strict):
     """Serving workloads: a decode step (TPOT) or a prefill (TTFT); every input_len x batch is swept."""
 
     kind: Literal["decode", "prefill"]
-    input_len: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)]
+    input_len: Annotated[list[SeqLen], BeforeValidator(_listify), Field(min_length=1)]
     """Context of the decode step, or prompt length of the prefill (one value or a list)."""
     batch: Annotated[list[Annotated[Any, BeforeValidator(_batch_value)]], BeforeValidator(_listify),
                      Field(min_length=1)] = ["auto"]
     """Concurrent sequences over the instance; 'auto' = the largest batch that fits in memory and
     meets the objective's TPOT / TTFT limit (found by bisection)."""
-    output_len: Optional[PositiveInt] = None
+    output_len: Optional[SeqLen] = None
     """Generated tokens per sequence: the KV cache holds input_len + output_len tokens."""
-    max_batch: Optional[PositiveInt] = None
+    max_batch: Optional[Batch] = None
     """Upper bound of the 'auto' batch search (default: memory alone bounds it)."""
 
 
@@ -133,7 +144,7 @@ class ModelSpec(_Strict):
     """ModelConfig field (or Megatron/HF alias) -> values; the product of all axes is swept."""
     constraints: Constraints = Constraints()
     """Variants outside a budget are infeasible with reason 'constraint'."""
-    derive: dict[str, str] = {}
+    derive: dict[str, Annotated[str, Field(max_length=MAX_EXPR_CHARS)]] = {}
     """ModelConfig field -> integer expression of other fields (``heads: hidden // 128``), applied
     to every variant after the ``vary`` values."""
 
@@ -155,7 +166,7 @@ class ObjectiveSpec(_Strict):
     devices_per_card: Annotated[Any, _per_hardware(int)] = 1
     """Devices per card, one number or per hardware name, for tokens_per_s_per_card (an Atlas 300I
     Duo card holds 2 devices)."""
-    price_per_device_hour: Union[float, dict[str, float]] = 1.0
+    price_per_device_hour: Annotated[Any, _per_hardware(float, optional=False)] = 1.0
     """Price of one device-hour, one number or per hardware name (metric cost)."""
 
 
@@ -167,7 +178,7 @@ class TierSpec(_Strict):
     full_per_model: int = Field(0, ge=0)
     """Also re-score the best this-many points of every model variant (per hardware, devices and
     workload), so each shape's best plan is fully simulated when shapes are compared."""
-    batch_size: PositiveInt = 256
+    batch_size: Annotated[int, Field(gt=0, le=1_000_000)] = 256
     """Points per task sent to a worker (and per chunk file written)."""
 
 
@@ -226,6 +237,7 @@ def _check_model(ms: ModelSpec, src: str, base_dir: Path) -> ModelSpec:
     from pydantic import TypeAdapter, ValidationError
 
     from npusim.config.model import ModelConfig, load_model
+    from npusim.config.policy import bool_for_number
     from npusim.sweep.spec_checks import check_derive
 
     base = _resolve_path(ms.base, base_dir)
@@ -242,12 +254,17 @@ def _check_model(ms: ModelSpec, src: str, base_dir: Path) -> ModelSpec:
                               ", ".join(fields))
         if name in vary:
             raise ConfigError(src, f"model.vary.{key}", values, f"{name} is varied twice")
-        adapter = TypeAdapter(ModelConfig.model_fields[name].annotation)
+        info = ModelConfig.model_fields[name]
+        adapter = TypeAdapter(Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation)
         for v in values:
+            if bool_for_number(info.annotation, v):
+                raise ConfigError(src, f"model.vary.{key}", v, "a boolean is not a number", "a number, not true/false")
             try:
                 adapter.validate_python(v)
             except ValidationError as e:
-                raise ConfigError(src, f"model.vary.{key}", v, e.errors()[0]["msg"]) from None
+                first = e.errors()[0]
+                ctx = ", ".join(f"{k} {x}" for k, x in (first.get("ctx") or {}).items() if k != "error")
+                raise ConfigError(src, f"model.vary.{key}", v, first["msg"], ctx) from None
         vary[name] = values
     return ms.model_copy(update={"base": base, "vary": dict(sorted(vary.items())),
                                  "derive": check_derive(ms.derive, vary, load_model(base), fields, src)})

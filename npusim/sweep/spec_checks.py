@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, PositiveInt
+from pydantic import BeforeValidator, Field
 
 from npusim.config.errors import ConfigError, did_you_mean
+from npusim.config.policy import MAX_DEVICES, no_bool
 from npusim.sweep.spec import MODEL_ALIASES, ServingWorkloadSpec, SweepSpec, WorkloadSpec, _listify
 
 
@@ -38,17 +39,21 @@ def check_workload(raw: Any, src: str):
     return _typed(src, "workload", raw, cls)
 
 
+DeviceCounts = Annotated[list[Annotated[int, BeforeValidator(no_bool), Field(gt=0, le=MAX_DEVICES)]], Field(min_length=1)]
+"""One or more device counts, each 1..MAX_DEVICES."""
+
+
 def check_devices(raw: Any, names: list[str], src: str) -> Any:
     """Device counts: one list for every profile, or {profile name: count or list} naming each one."""
     if raw is None:
         raise ConfigError(src, "devices", None, "required field is missing")
     if not isinstance(raw, dict):
-        return _typed(src, "devices", _listify(raw), Annotated[list[PositiveInt], Field(min_length=1)])
+        return _typed(src, "devices", _listify(raw), DeviceCounts)
     out = {}
     for k, v in raw.items():
         if k not in names:
             raise ConfigError(src, f"devices.{k}", v, "hardware not in the sweep", ", ".join(names))
-        out[k] = _typed(src, f"devices.{k}", _listify(v), Annotated[list[PositiveInt], Field(min_length=1)])
+        out[k] = _typed(src, f"devices.{k}", _listify(v), DeviceCounts)
     missing = [n for n in names if n not in out]
     if missing:
         raise ConfigError(src, "devices", raw, f"no device count for {missing[0]}", "a count for every swept profile")

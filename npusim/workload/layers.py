@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from npusim.workload.ops import Comm, Op, Pass
+from npusim.workload.ops import Collective, Comm, Op, Pass
 
 ACT_BYTES = 2
 
@@ -64,7 +64,7 @@ def tp_collective(name: str, sh: Shard, elems: float, after_row_parallel: bool) 
         return []
     buf = elems * ACT_BYTES
     if sh.sp:
-        kind = "reduce_scatter" if after_row_parallel else "all_gather"
+        kind: Collective = "reduce_scatter" if after_row_parallel else "all_gather"
         return [Comm(name, "tp", kind, "tp", sh.tp, buf, overlappable=True)]
     if after_row_parallel:
         return [Comm(name, "tp", "all_reduce", "tp", sh.tp, buf, overlappable=True)]

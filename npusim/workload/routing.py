@@ -52,25 +52,43 @@ def expert_popularity(spec: RoutingSpec, experts: int, rng: np.random.Generator)
 
 
 def load_histogram(path: Optional[str], experts: int) -> np.ndarray:
-    """Measured tokens per expert from ``path`` (CSV: expert,tokens)."""
+    """Measured tokens per expert from ``path`` (CSV: expert,tokens). Errors name the file, the line
+    and the bad cell (a short prefix), never the whole line."""
     import csv
+    import math
 
     from npusim.config.errors import ConfigError
+    from npusim.config.policy import read_text
 
     if not path or not Path(path).is_file():
         raise ConfigError("--routing", "histogram", path, "histogram file not found", "a CSV with expert,tokens")
+    text = read_text(path, str(path))
     counts = np.zeros(experts)
-    with open(path, encoding="utf-8") as f:
-        for i, row in enumerate(csv.DictReader(f), start=2):
+    try:
+        reader = csv.DictReader(text.splitlines())
+        if reader.fieldnames is None or not {"expert", "tokens"} <= {str(f).strip() for f in reader.fieldnames}:
+            raise ConfigError(str(path), "<header>", None, "missing columns", "a header line expert,tokens")
+        for i, row in enumerate(reader, start=2):
+            row = {str(k).strip(): v for k, v in row.items()}
+            cell, field = row.get("expert"), "expert"
             try:
-                e, t = int(row["expert"]), float(row["tokens"])
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(f"{path}:{i}", "expert,tokens", row, "need integer expert and numeric tokens") from None
-            if not 0 <= e < experts or t < 0:
-                raise ConfigError(f"{path}:{i}", "expert", e, "out of range or negative tokens", f"0..{experts - 1}")
+                e = int(str(cell).strip())
+                cell, field = row.get("tokens"), "tokens"
+                t = float(str(cell).strip())
+            except ValueError:
+                raise ConfigError(f"{path}:{i}", field, cell, "not a number",
+                                  "an integer expert and a non-negative number of tokens") from None
+            if not math.isfinite(t) or t < 0:
+                raise ConfigError(f"{path}:{i}", "tokens", t, "not a finite non-negative number", ">= 0")
+            if not 0 <= e < experts:
+                raise ConfigError(f"{path}:{i}", "expert", e, "out of range", f"0..{experts - 1}")
             counts[e] += t
-    if counts.sum() <= 0:
-        raise ConfigError(path, "tokens", 0, "histogram has no tokens")
+    except csv.Error as e:
+        raise ConfigError(str(path), "<csv>", None, f"cannot parse: {' '.join(str(e).split())[:80]}") from None
+    total = float(counts.sum())
+    if not math.isfinite(total) or total <= 0:
+        raise ConfigError(str(path), "tokens", total, "histogram has no tokens or an infinite total",
+                          "a positive finite total")
     return counts
 
 
