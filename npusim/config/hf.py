@@ -112,7 +112,7 @@ def _sliding(source: str, data: dict, model_type: str) -> tuple[Optional[int], i
         idx = [i for i, t in enumerate(layer_types) if "sliding" in str(t)]
         if not idx or not window:
             return None, 0
-        window = _int(source, {"sliding_window": window}, ("sliding_window",))
+        window = _required(_int(source, {"sliding_window": window}, ("sliding_window",), required=True))
         gaps = {b - a for a, b in zip(idx, idx[1:])}
         if len(gaps) == 1:
             every = gaps.pop()
@@ -120,7 +120,7 @@ def _sliding(source: str, data: dict, model_type: str) -> tuple[Optional[int], i
             every = len(layer_types)
         else:  # irregular pattern (e.g. 5 sliding : 1 full): nearest "every n-th" approximation
             every = max(1, round(len(layer_types) / len(idx)))
-        return int(window), every
+        return window, every
     if not window or data.get("use_sliding_window") is False:
         return None, 0
     if model_type in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe") and not data.get("use_sliding_window"):
@@ -128,6 +128,13 @@ def _sliding(source: str, data: dict, model_type: str) -> tuple[Optional[int], i
     if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
         raise ConfigError(source, "sliding_window", window, "must be a positive integer")
     return window, 1
+
+
+def _required(value: Optional[int]) -> int:
+    """A value ``_int(..., required=True)`` returned (it raises instead of returning None)."""
+    if value is None:  # pragma: no cover - _int raises for a missing required key
+        raise ValueError("missing required integer")
+    return value
 
 
 def from_hf_config(data: dict, source: str) -> dict:
@@ -141,10 +148,10 @@ def from_hf_config(data: dict, source: str) -> dict:
         data = {**data["text_config"], "_name_or_path": data.get("_name_or_path"),
                 "model_type": data["text_config"].get("model_type", data.get("model_type"))}
     model_type = str(data.get("model_type") or "").lower()
-    layers = _int(source, data, _LAYERS, required=True)
-    hidden = _int(source, data, _HIDDEN, required=True)
-    heads = _int(source, data, _HEADS, required=True)
-    vocab = _int(source, data, _VOCAB, required=True)
+    layers = _required(_int(source, data, _LAYERS, required=True))
+    hidden = _required(_int(source, data, _HIDDEN, required=True))
+    heads = _required(_int(source, data, _HEADS, required=True))
+    vocab = _required(_int(source, data, _VOCAB, required=True))
     out: dict[str, Any] = {"name": _name(data, model_type), "layers": layers, "hidden": hidden,
                            "heads": heads, "vocab": vocab}
     out.update(_attention_fields(source, data, model_type, heads))

@@ -284,16 +284,16 @@ def bool_for_number(tp: Any, value: Any) -> bool:
     if tp in (int, float):
         return isinstance(value, bool)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if bool in args or typing.Any in args:
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        if bool in members or typing.Any in members:
             return False
-        return any(bool_for_number(a, value) for a in args)
+        return any(bool_for_number(a, value) for a in members)
     if origin in (list, tuple, set, frozenset) and isinstance(value, (list, tuple, set, frozenset)):
-        args = typing.get_args(tp)
-        return bool(args) and any(bool_for_number(args[0], v) for v in value)
+        items = typing.get_args(tp)
+        return bool(items) and any(bool_for_number(items[0], v) for v in value)
     if origin is dict and isinstance(value, dict):
-        args = typing.get_args(tp)
-        return len(args) == 2 and any(bool_for_number(args[1], v) for v in value.values())
+        kv = typing.get_args(tp)
+        return len(kv) == 2 and any(bool_for_number(kv[1], v) for v in value.values())
     return False
 
 

@@ -113,17 +113,31 @@ _TIERS: dict[int, tuple] = {}
 
 
 def tiers_of(hw) -> Tiers:
-    """Read tier bandwidths off a small topology graph of the profile (plan independent, cached)."""
+    """Per-device capacity of each tier of the profile's topology graph (plan independent, cached
+    on the profile object): the capacities ``build_graph`` puts on device 0's edges, computed
+    directly so that a simulation need not build the graph (``tests/cost/test_collectives.py``
+    checks them against ``read_tiers`` on every shipped profile)."""
     hit = _TIERS.get(id(hw))
     if hit is not None and hit[0] is hw:
         return hit[1]
-    tiers = _read_tiers(hw)
+    su, co = hw.node.scale_up, hw.cluster
+    dom = hw.scale_up_devices
+    mesh = su.topology == "full_mesh"
+    if dom <= 1:
+        total = link = 0.0
+    elif mesh:
+        link = su.bandwidth_GBps / (dom - 1)
+        total = link * (dom - 1)
+    else:
+        total = link = su.bandwidth_GBps
+    nic = co.nic_bandwidth_GBps * co.nics_per_device
+    tiers = Tiers(total, link, su.latency_us, mesh, nic, co.latency_us, min(nic, nic / co.oversubscription))
     _TIERS[id(hw)] = (hw, tiers)
     return tiers
 
 
-def _read_tiers(hw) -> Tiers:
-    """Build the graph and read each tier's per-device bandwidth."""
+def read_tiers(hw) -> Tiers:
+    """Build the profile's networkx graph and read each tier's per-device bandwidth off it."""
     dom = hw.scale_up_devices
     co = hw.cluster
     # Two leaves' worth of devices show every tier (scale-up, NIC, spine); larger clusters repeat them.

@@ -194,3 +194,17 @@ def test_cross_domain_all_reduce_latency_grows_with_log_of_domains_under_tree(h1
     assert name == "tree"
     lat = tiers_of(h100).scale_out_latency_us * 1e-6
     assert sum(p.latency_s for s_ in st for p in s_) == pytest.approx(12 * lat)
+
+
+def test_tier_capacities_are_the_graphs():
+    """The simulation's tier capacities are exactly what the networkx graph of each shipped profile
+    puts on a device's edges (scale-up links, NIC, spine share)."""
+    from npusim.config.hardware import list_profiles
+    from npusim.cost.topology import read_tiers
+
+    for name in list_profiles():
+        hw = load_profile(name)
+        assert tiers_of(hw) == read_tiers(hw), name
+    hw = load_profile("nvidia-h100-sxm-80g")
+    hw4 = hw.model_copy(update={"cluster": hw.cluster.model_copy(update={"oversubscription": 4.0})})
+    assert tiers_of(hw4) == read_tiers(hw4)
