@@ -64,18 +64,36 @@ class ScaleUpSpec(_Strict):
     source: str
 
 
+class HostSpec(_Strict):
+    """The server's host side as seen by one device: its link to host memory and the CPUs that step
+    an offloaded optimizer (activation swapping, ``offload_optimizer``; docs/memory.md)."""
+
+    link_GBps: PositiveFloat
+    """Device-to-host bandwidth per device, per direction (PCIe x16 or host HCCS)."""
+    memory_bandwidth_GBps: PositiveFloat
+    """Host DRAM bandwidth of the whole server (all CPU sockets)."""
+    cpu_tflops: PositiveFloat
+    """FP32 vector peak of the server's CPUs (all sockets)."""
+    memory_GB: PositiveFloat
+    """Host DRAM capacity of the server."""
+    source: str
+
+
 class NodeSpec(_Strict):
     """One server."""
 
     devices_per_node: Count
     scale_up: ScaleUpSpec
+    host: Optional[HostSpec] = None
+    """Host link and CPUs (None: offload unavailable on this profile)."""
     source: str
 
 
 class ScaleOutSpec(_Strict):
-    """The network between scale-up domains (InfiniBand, RoCE)."""
+    """The network between scale-up domains (InfiniBand, RoCE, UB): its capacity, latency and
+    shape. (The former ``type`` field is gone: no result depended on it; name the network in a
+    comment.)"""
 
-    type: Literal["infiniband", "roce", "ethernet", "ub"]
     nics_per_device: PositiveFloat
     """NIC ports per device (0.5 = two devices share one port)."""
     nic_bandwidth_GBps: PositiveFloat
@@ -144,6 +162,10 @@ class EfficiencyModel(_Strict):
     (collectives that run on vector cores or SMs and use HBM bandwidth hit these hardest)."""
     overlap_comm_slowdown: float = Field(0.0, ge=0, lt=1)
     """Fraction by which a collective slows while compute runs concurrently on the same device."""
+    host_link_fraction: float = Field(0.8, gt=0, le=1)
+    """Achieved fraction of ``node.host.link_GBps`` by swaps (DMA copies of large pinned buffers)."""
+    host_memory_fraction: float = Field(0.6, gt=0, le=1)
+    """Achieved fraction of host DRAM bandwidth and CPU peak by the host optimizer step."""
     source: str
     """How these numbers were obtained: measurement, fit (with command), or physical argument."""
 
