@@ -84,19 +84,32 @@ def atomic_path(path) -> Iterator[Path]:
     """Yield a fresh temporary path next to ``path``; on a clean exit it is fsynced and renamed onto
     ``path`` (replacing a file or a symlink there), on an exception it is removed."""
     target = _absolute(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp: Path | None = None
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
+        tmp = Path(name)
+        os.close(fd)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
+
+
+def remove_temporaries(folder) -> int:
+    """Delete the temporary files ``atomic_path`` leaves when a process dies mid-write (anywhere
+    under ``folder``); return how many were removed."""
+    n = 0
+    for f in Path(folder).rglob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            f.unlink()
+            n += 1
+    return n
 
 
 @contextlib.contextmanager

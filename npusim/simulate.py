@@ -8,8 +8,9 @@ from npusim.engine.layout import pipeline_layout
 from npusim.engine.pipeline import simulate_pipeline
 from npusim.engine.schedules import paired_fb
 from npusim.engine.resolved import resolve_step
-from npusim.engine.step import (StepInputs, dp_reduce_time, dp_tail, make_shard, optimizer_time,
-                                chunk_activation_bytes, weight_grad_bytes)
+from npusim.engine.step import (StepInputs, buffer_bytes, chunk_activation_bytes, chunk_activation_terms,
+                                dp_reduce_time, dp_tail, make_shard, optimizer_time, swap_buffer_bytes,
+                                weight_grad_bytes)
 from npusim.flops import flops_per_token
 from npusim.result import Result
 
@@ -20,6 +21,7 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
 
     ``flop_convention`` picks the MFU numerator: 'npusim' (default), 'megatron' or 'palm'.
     """
+    _check_offload(plan, hardware)
     step = resolve_step(model, hardware, plan, workload, devices)
     inp, plan, places, specs, load, layout = step.inputs, step.plan, step.places, step.specs, step.load, step.layout
     schedule = plan.pipeline_schedule
@@ -53,6 +55,7 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
                        places, load.max_over_mean)
     peak_mem = max(v["total"] for v in mem)
     worst = max(mem, key=lambda v: v["total"])
+    crit_mem = mem.index(worst)
     config = {"model": model.model_dump(mode="json"), "hardware": hardware.name, "devices": devices,
               "plan": plan.model_dump(mode="json"), "workload": workload.model_dump(mode="json"),
               "micro_batches": m, "schedule": schedule}
@@ -66,7 +69,9 @@ def simulate(model, hardware, plan, workload, devices: int, *, keep_timeline: bo
         extra={"critical_rank": crit, **_engine_stats(stages, traces), "pipeline_ranks": plan.pp, "flop_convention": flop_convention,
                "moe_load_max_over_mean": load.max_over_mean, "moe_imbalance_score": load.imbalance_score,
                "moe_dropped_fraction": load.dropped_fraction,
-               **_schedule_extra(traces, ends, step_s, crit, breakdown, layout, mem)})
+               **_schedule_extra(traces, ends, step_s, crit, breakdown, layout, mem),
+               "memory_breakdown_GB": memory_breakdown(inp, layout, specs, make_shard(model, plan, workload.seq_len),
+                                                       places, crit_mem, worst, load.max_over_mean)})
 
 
 def _engine_stats(stages, traces) -> dict:
@@ -141,11 +146,26 @@ def schedule_memory(model, hw, plan, specs, sh, places, m: int, load_factor: flo
     return _rank_memory(inp, layout, lives, specs, sh, places, load_factor)
 
 
+def _check_offload(plan, hw) -> None:
+    """Refuse offload keys on a profile without a host section (``node.host``)."""
+    from npusim.config.errors import ConfigError
+
+    if hw.node.host is None:
+        for key in ("offload_activations", "offload_optimizer", "offload_modules"):
+            if getattr(plan, key):
+                raise ConfigError("--plan", key, getattr(plan, key), f"profile {hw.name} has no node.host section",
+                                  "0 (or a profile with node.host)")
+
+
 def _rank_memory(inp, layout, lives, specs, sh, places, load_factor: float = 1.0) -> list[dict[str, float]]:
     """Memory (bytes) of each pipeline rank: states of the stages it holds plus its peak of held
     activations (MoE layers sized for the busiest device of the EP group): a micro-batch's chunk
-    activations from its F to its B, and its weight-gradient inputs from B to W when W is deferred.
-    ``lives``: per rank, the held counts (``RankTrace.live``)."""
+    activations from its F to its B, and its weight-gradient inputs from B to W when W is deferred
+    (at most the chunk's activations: the inputs are part of what F stored, or with recompute are
+    re-derived from the kept checkpoint). ZB-H1 holds at most ``pp`` micro-batches between F and W
+    on a rank, 1F1B's peak (Qi et al. 2024, Table 3: peak memory p M_B for 1F1B and ZB-H1); with
+    activation offload, two layers in transit (``swap_buffer_bytes``). ``lives``: per rank, the
+    held counts (``RankTrace.live``)."""
     model, plan = inp.model, inp.plan
     out = []
     dp_shard, edp_shard = places["dp_cp"].size, places["edp"].size
@@ -160,12 +180,51 @@ def _rank_memory(inp, layout, lives, specs, sh, places, load_factor: float = 1.0
             dense, expert = dense + p.dense, expert + p.expert
             act.append(chunk_activation_bytes(model, plan, spec, sh, load_factor))
             if s not in w_bytes and any(any(v[len(mine):]) for v in live):
-                w_bytes[s] = weight_grad_bytes(inp, spec, load_factor)
+                w_bytes[s] = min(weight_grad_bytes(inp, spec, load_factor), act[-1])
             wgt.append(w_bytes.get(s, 0.0))
         states = state_bytes(plan, dense, expert, dp_shard, edp_shard)
         n = len(mine)
         acts = max((sum(act[c] * v[c] + wgt[c] * v[n + c] for c in range(n)) for v in live), default=0.0)
+        if plan.pipeline_schedule == "zb-h1":
+            acts = min(acts, plan.pp * max(act, default=0.0))
+        acts += max((swap_buffer_bytes(model, plan, specs[s], sh, load_factor) for s in mine), default=0.0)
         row = dict(states, activations=acts)
         row["total"] = sum(row.values())
         out.append(row)
     return out
+
+
+def memory_breakdown(inp, layout, specs, sh, places, rank: int, row: dict, load_factor: float = 1.0) -> dict:
+    """Named memory breakdown (GB) of pipeline rank ``rank`` (its ``_rank_memory`` row): weights,
+    gradients, optimizer states on the device, activations by module (one micro-batch's share of
+    the held peak in each module's proportion), the total the peak counts, and beside it the
+    transient workspace and communication buffers and what lives in host memory."""
+    model, plan = inp.model, inp.plan
+    terms: dict[str, float] = {}
+    buf = {"workspace": 0.0, "comm_buffers": 0.0}
+    swap = 0.0
+    for s in layout.rank_chunks[rank]:
+        for k, v in chunk_activation_terms(model, plan, specs[s], sh, load_factor).items():
+            terms[k] = terms.get(k, 0.0) + v
+        for k, v in buffer_bytes(inp, specs[s], sh, load_factor).items():
+            buf[k] = max(buf[k], v)
+        swap = max(swap, swap_buffer_bytes(model, plan, specs[s], sh, load_factor))
+    held = row["activations"] - swap
+    per_mb = sum(terms.values())
+    scale = held / per_mb if per_mb > 0 else 0.0
+    by_mod = {k: v * scale / 1e9 for k, v in sorted(terms.items()) if k != "offloaded"}
+    if swap:
+        by_mod["swap_buffer"] = swap / 1e9
+    opt_host = state_bytes(plan.model_copy(update={"offload_optimizer": 0.0}), *_params(inp, layout, specs, rank),
+                           places["dp_cp"].size, places["edp"].size)["optimizer"] - row["optimizer"]
+    return {"weights": row["weights"] / 1e9, "gradients": row["gradients"] / 1e9, "optimizer": row["optimizer"] / 1e9,
+            "activations": row["activations"] / 1e9, "activations_by_module": by_mod, "total": row["total"] / 1e9,
+            "workspace": buf["workspace"] / 1e9, "comm_buffers": buf["comm_buffers"] / 1e9,
+            "total_with_buffers": (row["total"] + buf["workspace"] + buf["comm_buffers"]) / 1e9,
+            "host_activations_per_micro_batch": -terms.get("offloaded", 0.0) / 1e9, "host_optimizer": opt_host / 1e9}
+
+
+def _params(inp, layout, specs, rank: int) -> tuple[float, float]:
+    """(dense, expert) parameters a rank holds."""
+    ps = [chunk_params(inp.model, inp.plan, specs[s]) for s in layout.rank_chunks[rank]]
+    return sum(p.dense for p in ps), sum(p.expert for p in ps)

@@ -14,6 +14,10 @@ MAX_ROUTING_DRAWS = 100_000
 """routing_samples x (redundant_experts + 1): the sampling work of one routing estimate."""
 
 Recompute = Literal["none", "selective", "full"]
+RecomputeModule = Literal["core_attn", "layernorm", "mla_up_proj", "moe_act", "mlp", "moe", "shared_experts",
+                          "permute"]
+"""Megatron-Core's ``--recompute-modules`` vocabulary, plus ``permute`` (docs/memory.md)."""
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Schedule = Literal["1f1b", "interleaved", "zb-h1", "zb-v", "dualpipe", "dualpipev"]
 
 
@@ -43,6 +47,18 @@ class ParallelPlan(StrictModel):
     zero: int = Field(0, ge=0, le=3)
     """0 none, 1 optimizer states (distributed optimizer), 2 + gradients, 3 + parameters."""
     recompute: Recompute = "none"
+    """Whole-layer recompute policy: none, selective (= recompute_modules core_attn) or full."""
+    recompute_modules: tuple[RecomputeModule, ...] = ()
+    """Fine-grained recompute: modules whose activations are dropped and recomputed in the backward
+    (``core_attn+layernorm+moe_act``); overrides ``recompute=selective`` (docs/memory.md)."""
+    offload_activations: Fraction = 0.0
+    """Share of every layer's stored activations swapped to host memory after its forward and back
+    before its backward (the chunk's last layer stays on the device)."""
+    offload_modules: tuple[RecomputeModule, ...] = ()
+    """Modules whose activations are swapped to host memory whole (added to ``offload_activations``)."""
+    offload_optimizer: Fraction = 0.0
+    """Share of the optimizer states (fp32 master weights, moments) kept in host memory and stepped
+    on the host CPU."""
     micro_batch: Annotated[int, Field(gt=0, le=MAX_BATCH)] = 1
     """Sequences per micro-batch per data-parallel rank."""
     schedule: Schedule | None = None
@@ -119,7 +135,9 @@ class ParallelPlan(StrictModel):
 
 _INT_KEYS = {"tp", "pp", "vpp", "cp", "dp", "ep", "etp", "zero", "micro_batch", "mb", "routing_seed",
              "routing_samples", "redundant_experts", "shared_tp"}
-_FLOAT_KEYS = {"routing_param", "capacity_factor"}
+_FLOAT_KEYS = {"routing_param", "capacity_factor", "offload_activations", "offload_optimizer"}
+_TUPLE_KEYS = {"recompute_modules", "offload_modules"}
+"""Keys whose value is a '+'-separated list (``recompute_modules=core_attn+moe_act``)."""
 _BOOL_KEYS = {"sp", "tp_extend_ep", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
               "flash_attention", "ep_overlap", "weight_only"}
 _STR_KEYS = {"recompute", "schedule", "precision", "master_weights", "a2a", "routing", "routing_histogram",
@@ -138,7 +156,7 @@ def parse_plan(text: str, source: str = "--plan") -> dict:
     from npusim.config.policy import int_text
 
     out: dict = {}
-    allowed = sorted(_INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS)
+    allowed = sorted(_INT_KEYS | _FLOAT_KEYS | _BOOL_KEYS | _STR_KEYS | _TUPLE_KEYS)
     parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
     for part in parts:
         if "=" not in part:
@@ -162,6 +180,8 @@ def parse_plan(text: str, source: str = "--plan") -> dict:
             if val.lower() not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
                 raise ConfigError(source, key, val, "not a boolean", "0/1/true/false")
             out[key] = val.lower() in ("1", "true", "yes", "on")
+        elif key in _TUPLE_KEYS:
+            out[key] = tuple(v.strip() for v in val.split("+") if v.strip() and v.strip() != "none")
         else:
             out[key] = val
     return out

@@ -5,7 +5,7 @@ from npusim.cost.collectives import collective_time
 from npusim.cost.compute import op_time
 from npusim.workload.ops import Pass
 
-PART_NAMES = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm",
+PART_NAMES = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "offload",
               "bubble", "imbalance", "optimizer", "other")
 """The named parts of a step; they add up to the step time."""
 
@@ -60,6 +60,10 @@ def comm_times(p: Pass, hw, places: dict, cache: dict) -> dict[str, float]:
     """Full time of the pass's collectives per kind ('tp_comm', ...), memoised in ``cache``."""
     comm: dict[str, float] = {}
     for c in p.comms:
+        if c.kind == "offload":  # activation swap over the host link (``npusim.engine.unit``)
+            from npusim.engine.unit import host_capacities
+            comm["offload"] = comm.get("offload", 0.0) + c.bytes / host_capacities(hw)["host_d2h"]
+            continue
         key = ("comm", c, places[c.group])
         t = cache.get(key)
         if t is None:

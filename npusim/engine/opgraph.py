@@ -23,6 +23,10 @@ A pass lists its kernels and collectives in program order (``Pass.items``). Its 
   waits for it. **DP gradient buckets** (``dp_grad_bucket*``, one per layer and group) start when
   the layer's weight gradients are done and the group's previous bucket has finished (one stream
   per DP group), and nothing waits for them.
+- **activation swaps** (``offload_swap_out`` / ``offload_swap_in``, activation offload): a layer's
+  swap-out starts when its forward is done and runs in order on the device-to-host lane; nothing
+  waits for it but the end of the unit. Its swap-in runs on the host-to-device lane one layer
+  ahead (as ZeRO-3 gathers) and the layer's first backward item waits for it.
 
 Two passes in one unit (an overlapped forward + backward pair) are two independent graphs.
 """
@@ -37,6 +41,10 @@ FORKS = ("post_norm", "residual_dropout_bwd")
 JOINS = ("residual_dropout", "post_norm_bwd")
 ZERO3 = "zero3_param_gather"
 DP_BUCKET = "dp_grad_bucket"
+SWAP_OUT = "offload_swap_out"
+"""A layer's activations swapped to host after its forward (own lane, in order; nothing waits)."""
+SWAP_IN = "offload_swap_in"
+"""A layer's activations swapped back before its backward (own lane, prefetched like ZeRO-3 gathers)."""
 LAYER_START = "layer_start"
 """Name of the ``Marker`` at the start of each layer in a pass; ZeRO-3 gathers key on it."""
 
@@ -48,7 +56,7 @@ class Node:
     item: Op | Comm
     deps: tuple[int, ...]
     lane: str
-    """'main', 'wgrad', 'shared', 'zero3' or 'dp'."""
+    """'main', 'wgrad', 'shared', 'zero3', 'swap' (activation offload) or 'dp'."""
     chain: int
     """Which pass of the unit (0, or 1 for the second pass of an overlapped pair)."""
 
@@ -64,7 +72,7 @@ class Overlap:
 
     def blocking(self, c: Comm) -> bool:
         """True when ``c`` is issued on the compute stream (waits for all earlier work)."""
-        if c.name.startswith((ZERO3, DP_BUCKET)) or c.kind in ("cp", "dp", "pp"):
+        if c.name.startswith((ZERO3, DP_BUCKET)) or c.kind in ("cp", "dp", "pp", "offload"):
             return False
         if c.kind == "tp":
             return not self.tp
@@ -146,7 +154,9 @@ def _chain_nodes(items: list, ov: Overlap, chain: int, nodes: list[Node]) -> Non
     shared_all: list[int] = []
     gathers: list[int] = []       # zero3 gather nodes, in order
     starts: list[int | None] = [] # main item before each layer start (where a gather may begin)
-    pending_layer_gather: int | None = None
+    pending: list[int] = []        # this layer's ZeRO-3 gather / swap-in, waited for by its first item
+    swaps_in: list[int] = []
+    last_swap_out: int | None = None
     wgrads_since_layer: list[int] = []
     last_bucket: dict[str, int] = {}
 
@@ -160,13 +170,13 @@ def _chain_nodes(items: list, ov: Overlap, chain: int, nodes: list[Node]) -> Non
             prev_c = prev_o = None
             for j in range(n):
                 if first == "comm":
-                    prev_c = add(_split(c, n, j), [prev_c if j else last_main, pending_layer_gather], "main")
+                    prev_c = add(_split(c, n, j), [prev_c if j else last_main, *pending], "main")
                     prev_o = add(_split(op, n, j), [prev_c, prev_o], "main")
                 else:
-                    prev_o = add(_split(op, n, j), [prev_o if j else last_main, pending_layer_gather], "main")
+                    prev_o = add(_split(op, n, j), [prev_o if j else last_main, *pending], "main")
                     prev_c = add(_split(c, n, j), [prev_o, prev_c], "main")
             last_main = prev_o if first == "comm" else prev_c
-            pending_layer_gather = None
+            pending = []
             continue
         name = it.name
         if name == LAYER_START:
@@ -181,7 +191,17 @@ def _chain_nodes(items: list, ov: Overlap, chain: int, nodes: list[Node]) -> Non
             gate_layer = layer - ov.zero3_prefetch
             gate = starts[gate_layer] if 0 <= gate_layer < len(starts) else None
             gathers.append(add(it, [prev_gather, gate], "zero3"))
-            pending_layer_gather = gathers[i]
+            pending.append(gathers[i])
+            continue
+        if isinstance(it, Comm) and name.startswith(SWAP_IN):
+            # prefetched one layer ahead on the host-to-device lane, in order
+            gate_layer = len(starts) - 1 - ov.zero3_prefetch
+            gate = starts[gate_layer] if 0 <= gate_layer < len(starts) else None
+            swaps_in.append(add(it, [swaps_in[-1] if swaps_in else None, gate], "swap"))
+            pending.append(swaps_in[-1])
+            continue
+        if isinstance(it, Comm) and name.startswith(SWAP_OUT):
+            last_swap_out = add(it, [last_main, last_swap_out], "swap")
             continue
         if isinstance(it, Comm) and name.startswith(DP_BUCKET):
             # buckets of one group run in order on that group's stream
@@ -189,15 +209,15 @@ def _chain_nodes(items: list, ov: Overlap, chain: int, nodes: list[Node]) -> Non
             continue
         if ov.ep and _is_shared(it):
             dep = shared_tail if shared_tail is not None else fork
-            shared_tail = add(it, [dep, pending_layer_gather], "shared")
+            shared_tail = add(it, [dep, *pending], "shared")
             shared_all.append(shared_tail)
             continue
         if _is_wgrad(it) and (ov.tp or ov.ep):
-            w = add(it, [last_main, pending_layer_gather], "wgrad")
+            w = add(it, [last_main, *pending], "wgrad")
             side.append(w)
             wgrads_since_layer.append(w)
             continue
-        deps = [last_main, pending_layer_gather]
+        deps = [last_main, *pending]
         if isinstance(it, Comm) and ov.blocking(it):
             deps += side + shared_all
             side = []
@@ -206,6 +226,6 @@ def _chain_nodes(items: list, ov: Overlap, chain: int, nodes: list[Node]) -> Non
             shared_tail = None
             shared_all = []
         last_main = add(it, deps, "main")
-        pending_layer_gather = None
+        pending = []
         if name in FORKS:
             fork = last_main

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from npusim.cost.collectives import collective_time
 from npusim.cost.compute import memory_efficiency, op_time
-from npusim.cost.memory import activation_bytes_per_layer, chunk_params, grad_bytes_per_param
+from npusim.cost.memory import (activation_bytes_per_layer, activation_terms, chunk_params, grad_bytes_per_param,
+                                offloaded_bytes, recompute_set)
 from npusim.cost.passes import comm_times, pass_parts
 from npusim.engine.overlap import Interference
 from npusim.engine.pipeline import StageCost
@@ -15,7 +16,7 @@ from npusim.engine.unitcost import UnitCoster, hidden_of
 from npusim.workload.layers import ACT_BYTES, Shard
 from npusim.workload.ops import Collective, Comm, Marker, Op, Pass
 from npusim.workload.routing import LoadStats, RoutingSpec, load_stats
-from npusim.engine.opgraph import LAYER_START
+from npusim.engine.opgraph import LAYER_START, SWAP_IN, SWAP_OUT
 from npusim.workload.layers import embedding_pass, head_pass, mtp_pass
 from npusim.workload.passes import (ChunkSpec, backward_pass, extras_forward, layer_forward,
                                     recompute_of)
@@ -92,13 +93,28 @@ def dp_comms(inp: StepInputs, spec, prefix: str, kind: Collective, grad: bool) -
     return out
 
 
+def swap_comms(inp: StepInputs, sh: Shard, moe: bool, load_factor: float) -> tuple[list[Comm], list[Comm]]:
+    """(swap-out, swap-in) of one layer's offloaded activations (``offload_activations`` /
+    ``offload_modules``) over the host link; none when nothing is offloaded."""
+    plan = inp.plan
+    if not (plan.offload_activations or plan.offload_modules):
+        return [], []
+    off = offloaded_bytes(activation_terms(inp.model, plan, sh, moe, load_factor), plan)
+    if off <= 0:
+        return [], []
+    return ([Comm(SWAP_OUT, "offload", "send_recv", "host", 2, off, overlappable=True)],
+            [Comm(SWAP_IN, "offload", "send_recv", "host", 2, off, overlappable=True)])
+
+
 def chunk_passes(inp: StepInputs, sh: Shard, spec, load_factor: float = 1.0,
                  dp_buckets: bool = False) -> tuple[Pass, Pass]:
     """Forward and backward (with recomputation) passes of one chunk for one micro-batch in program
     order; routed expert work and all-to-all sized for a device carrying ``load_factor`` x the mean
     load. Each layer starts with a ``layer_start`` marker; ZeRO-3 gathers each layer's parameters
     before its forward and again before its backward (and recompute); ``dp_buckets`` adds each
-    layer's gradient reduction after its backward (the last micro-batch's backward)."""
+    layer's gradient reduction after its backward (the last micro-batch's backward). With
+    activation offload every layer but the chunk's last swaps out after its forward and back in at
+    the start of its backward (``swap_comms``)."""
     model, plan = inp.model, inp.plan
     zero3 = plan.zero >= 3 and plan.dp * plan.cp > 1
     red: Collective = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
@@ -111,14 +127,18 @@ def chunk_passes(inp: StepInputs, sh: Shard, spec, load_factor: float = 1.0,
             continue
         lf = layer_forward(model, sh, moe, load_factor)
         lb = backward_pass(lf)
-        rc = recompute_of(lf, plan.recompute)
+        rc = recompute_of(lf, plan.recompute, recompute_set(plan))
         one = layer_spec(spec, moe)
         gather = dp_comms(inp, one, "zero3_param_gather", "all_gather", False) if zero3 else []
         bucket = dp_comms(inp, one, "dp_grad_bucket", red, True) if dp_buckets else []
-        for _ in range(count):
+        s_out, s_in = swap_comms(inp, sh, moe, load_factor)
+        for j in range(count):
+            last = j == count - 1 and (moe or not spec.moe_layers)
             fwd.add(Marker(LAYER_START), *gather)
             fwd.extend(lf)
-            layers.append((rc, lb, gather, bucket))
+            if not last:
+                fwd.add(*s_out)
+            layers.append((rc, lb, gather + ([] if last else s_in), bucket))
     tail = Pass()
     for _ in range(spec.mtp):
         tail.extend(mtp_pass(model, sh))
@@ -230,15 +250,62 @@ def weight_grad_bytes(inp: StepInputs, spec, load_factor: float = 1.0) -> float:
     return sum(o.groups * o.k * (o.m + o.n) * ACT_BYTES for o in w.ops if o.kind in ("gemm", "grouped_gemm"))
 
 
+def chunk_activation_terms(model, plan, spec, sh: Shard, load_factor: float = 1.0) -> dict[str, float]:
+    """Activation bytes one micro-batch leaves on the device in a chunk for its backward, by module
+    (``activation_terms``; plan dependent; routed expert activations sized for a device with
+    ``load_factor`` x the mean load). Offloaded activations (every layer but the chunk's last) are
+    ``offloaded`` (negative: on the host); the LM head's fp32 logits are ``head_logits``."""
+    out: dict[str, float] = {}
+    off = 0.0
+    for moe, count in ((False, spec.dense_layers), (True, spec.moe_layers)):
+        if not count:
+            continue
+        terms = activation_terms(model, plan, sh, moe, load_factor)
+        for k, v in terms.items():
+            out[k] = out.get(k, 0.0) + count * v
+        if plan.offload_activations or plan.offload_modules:
+            last = moe or not spec.moe_layers  # the chunk's last layer stays on the device
+            off += (count - (1 if last else 0)) * offloaded_bytes(terms, plan)
+    if spec.head:
+        out["head_logits"] = sh.tokens * model.vocab / plan.tp * 4.0  # fp32 logits for the loss
+    if off:
+        out["offloaded"] = -off
+    return out
+
+
 def chunk_activation_bytes(model, plan, spec, sh: Shard, load_factor: float = 1.0) -> float:
-    """Activation bytes one micro-batch leaves in a chunk for its backward (plan dependent; routed
-    expert activations sized for a device with ``load_factor`` x the mean load)."""
+    """Activation bytes one micro-batch leaves on the device in a chunk for its backward (plan
+    dependent; routed expert activations sized for a device with ``load_factor`` x the mean load)."""
     act = spec.dense_layers * activation_bytes_per_layer(model, plan, sh, False) if spec.dense_layers else 0.0
     if spec.moe_layers:
         act += spec.moe_layers * activation_bytes_per_layer(model, plan, sh, True, load_factor)
     if spec.head:
         act += sh.tokens * model.vocab / plan.tp * 4.0  # fp32 logits for the loss
+    if plan.offload_activations or plan.offload_modules:
+        act += chunk_activation_terms(model, plan, spec, sh, load_factor).get("offloaded", 0.0)
     return act
+
+
+def swap_buffer_bytes(model, plan, spec, sh: Shard, load_factor: float = 1.0) -> float:
+    """Device memory for swapped activations in transit: two layers' worth (the layer whose
+    backward runs and the one prefetched; in the forward, the swap-out in flight)."""
+    if not (plan.offload_activations or plan.offload_modules):
+        return 0.0
+    per = [offloaded_bytes(activation_terms(model, plan, sh, moe, load_factor), plan)
+           for moe, n in ((False, spec.dense_layers), (True, spec.moe_layers)) if n]
+    return 2.0 * max(per, default=0.0)
+
+
+def buffer_bytes(inp: StepInputs, spec, sh: Shard, load_factor: float = 1.0) -> dict[str, float]:
+    """Transient device memory of a chunk (reported beside the peak, not in it): ``workspace`` = the
+    largest GEMM output of a layer's forward or backward (16-bit), ``comm_buffers`` = the largest
+    collective's send and receive buffers plus one DP gradient bucket."""
+    fwd, bwd = chunk_passes(inp, sh, layer_spec(spec, spec.moe_layers > 0), load_factor)
+    gemms = [o for o in fwd.ops + bwd.ops if o.kind in ("gemm", "grouped_gemm")]
+    work = max((o.groups * o.m * o.n * ACT_BYTES for o in gemms), default=0.0)
+    comms = [c.bytes for c in fwd.comms + bwd.comms if c.kind != "offload"]
+    bucket = sum(c.bytes for c in dp_comms(inp, layer_spec(spec, spec.moe_layers > 0), "b", "all_reduce", True))
+    return {"workspace": work, "comm_buffers": 2.0 * max(comms, default=0.0) + bucket}
 
 
 def hidden_comm(p: Pass, parts: dict[str, float], hw, places, cache: dict) -> dict[str, float]:
@@ -285,14 +352,36 @@ def dp_reduce_time(inp: StepInputs, spec, places) -> tuple[float, float]:
     return red, gather
 
 
+ADAM_FLOPS_PER_PARAM = 12.0
+"""FP32 operations of one Adam update per parameter (moments, bias correction, sqrt, divide, step)."""
+
+
 def optimizer_time(inp: StepInputs, params_dense: float, params_expert: float, places) -> float:
-    """Seconds of the Adam update on one device's shard of parameters (memory bound)."""
+    """Seconds of the Adam update on one device's shard of parameters (memory bound). With
+    ``offload_optimizer`` = f, f of the shard is stepped on the host while the device steps the
+    rest: the host part moves the gradients down (4 B) and the bf16 weights up (2 B) over the host
+    link and is bound by the device's share of host DRAM bandwidth and CPU FLOPs (``node.host``)."""
     plan, hw = inp.plan, inp.hw
     dp_shard = places["dp_cp"].size if plan.zero >= 1 else 1
     edp_shard = places["edp"].size if plan.zero >= 1 else 1
     n = params_dense / dp_shard + params_expert / edp_shard
-    nbytes = n * OPTIMIZER_BYTES_PER_PARAM
-    return nbytes / (hw.chip.hbm_bandwidth_GBps * 1e9 * memory_efficiency(hw.derating, nbytes))
+    f = plan.offload_optimizer
+    nbytes = n * (1.0 - f) * OPTIMIZER_BYTES_PER_PARAM
+    device_s = nbytes / (hw.chip.hbm_bandwidth_GBps * 1e9 * memory_efficiency(hw.derating, nbytes)) if nbytes else 0.0
+    if f <= 0 or hw.node.host is None:
+        return device_s
+    return max(device_s, host_optimizer_time(hw, n * f))
+
+
+def host_optimizer_time(hw, params: float) -> float:
+    """Seconds to step ``params`` parameters of one device on the host: the slowest of the host
+    link (gradients down, weights up, pipelined), the device's share of host DRAM and of CPU FLOPs."""
+    host, d = hw.node.host, hw.derating
+    share = 1.0 / hw.node.devices_per_node
+    link_s = params * 6.0 / (host.link_GBps * 1e9 * d.host_link_fraction)
+    mem_s = params * OPTIMIZER_BYTES_PER_PARAM / (host.memory_bandwidth_GBps * 1e9 * share * d.host_memory_fraction)
+    cpu_s = params * ADAM_FLOPS_PER_PARAM / (host.cpu_tflops * 1e12 * share * d.host_memory_fraction)
+    return max(link_s, mem_s, cpu_s)
 
 
 def dp_tail(trace, chunk_reduce: dict[int, float], overlap: bool) -> float:

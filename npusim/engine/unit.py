@@ -22,7 +22,7 @@ from npusim.cost.algorithms import collective_plan
 from npusim.cost.compute import op_time
 from npusim.cost.topology import tiers_of
 from npusim.engine.fabric import Fabric
-from npusim.engine.opgraph import DP_BUCKET, ZERO3, Node
+from npusim.engine.opgraph import DP_BUCKET, SWAP_OUT, ZERO3, Node
 from npusim.workload.ops import Comm, Op
 
 MATRIX_KINDS = ("gemm", "grouped_gemm", "attention")
@@ -52,6 +52,8 @@ def category(item) -> str:
         return "recompute" if item.recompute else "compute"
     if item.name.startswith((ZERO3, DP_BUCKET)):
         return "dp_comm"
+    if item.kind == "offload":
+        return "offload"
     return f"{item.kind}_comm"
 
 
@@ -62,7 +64,17 @@ def capacities(hw) -> dict[str, float]:
     return {"matrix": 1.0, "vector": 1.0, "hbm": hw.chip.hbm_bandwidth_GBps * 1e9,
             "su": t.scale_up_GBps * 1e9 * d.scale_up_fraction,
             "nic": t.scale_out_GBps * 1e9 * d.scale_out_fraction,
-            "spine": t.spine_GBps * 1e9 * d.scale_out_fraction}
+            "spine": t.spine_GBps * 1e9 * d.scale_out_fraction, **host_capacities(hw)}
+
+
+def host_capacities(hw) -> dict[str, float]:
+    """Device-to-host and host-to-device link capacity (bytes/s; PCIe / host HCCS is full duplex):
+    ``node.host.link_GBps x efficiency.host_link_fraction``; none without a host section."""
+    host = hw.node.host
+    if host is None:
+        return {}
+    bw = host.link_GBps * 1e9 * hw.derating.host_link_fraction
+    return {"host_d2h": bw, "host_h2d": bw}
 
 
 class _Runner:
@@ -108,6 +120,11 @@ class _Runner:
             t = self.op_time(item)
             stream = "matrix" if item.kind in MATRIX_KINDS else self.vector
             yield self.fabric.run(i, t, {stream: 1.0, "hbm": item.bytes / t if t > 0 else 0.0})
+        elif item.kind == "offload":
+            # A DMA copy between HBM and pinned host memory: its link direction and HBM, no cores.
+            link = "host_d2h" if item.name.startswith(SWAP_OUT) else "host_h2d"
+            rate = self.fabric.capacity[link]
+            yield self.fabric.run(i, item.bytes / rate, {link: rate, "hbm": rate})
         else:
             pl = self.places[item.group]
             if pl.size > 1 and item.bytes > 0:
@@ -144,7 +161,7 @@ class _Runner:
         end_all = max((s[1] for s in span), default=0.0)
         parts, in_flight = attribute([(span[i][0], span[i][1], category(n.item), isinstance(n.item, Op))
                                       for i, n in enumerate(nodes)], dur)
-        busy = dict(self.fabric.used_s)
+        busy = {k: v for k, v in self.fabric.used_s.items() if v > 0 or not k.startswith("host_")}
         slices = tuple((_track(n.item, self.vector), n.item.name, span[i][0], span[i][1])
                        for i, n in enumerate(nodes) if span[i][1] > span[i][0])
         return UnitRun(dur, parts, busy, in_flight, max(0.0, end_all - dur), slices)
@@ -159,7 +176,8 @@ def _track(item, vector: str) -> str:
 
 def attribute(spans: list[tuple[float, float, str, bool]], until: float) -> tuple[dict[str, float], dict[str, float]]:
     """(named parts adding up to ``until``, in-flight seconds per communication class) from
-    (start, end, category, is_kernel) spans: kernels first, then collectives, else 'other'."""
+    (start, end, category, is_kernel) spans: kernels first, then collectives, then activation swaps,
+    else 'other'."""
     events = []
     for s, e, cat, is_k in spans:
         if e > s:
@@ -176,7 +194,9 @@ def attribute(spans: list[tuple[float, float, str, bool]], until: float) -> tupl
         nxt = events[i][0] if i < len(events) else max(until, t)
         a, b = t, min(nxt, until) if t < until else t
         if b > a:
-            owners = [c for c, n in kern.items() if n > 0] or [c for c, n in comm.items() if n > 0] or ["other"]
+            # a swap is charged only when nothing else is in flight (it runs on its own DMA lane)
+            owners = ([c for c, n in kern.items() if n > 0] or [c for c, n in comm.items() if n > 0 and c != "offload"]
+                      or [c for c, n in comm.items() if n > 0] or ["other"])
             for c in owners:
                 parts[c] = parts.get(c, 0.0) + (b - a) / len(owners)
         for c, n in comm.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from npusim.cost.passes import PART_NAMES
+from npusim.sweep.error_table import SOURCE
 
 
 def _sorted(df, score: str):
@@ -25,7 +26,55 @@ def rank(frame):
     out.insert(0, "rank", range(1, len(out) + 1))
     out.insert(1, "tier", out.pop("tier"))
     out.insert(2, "fast_rank", [fast_rank[i] for i in out["id"]])
-    return out
+    return with_intervals(out)
+
+
+def with_intervals(ranked):
+    """Add ``score_lo``/``score_hi`` (the row's score ± |score| x ``error_frac``, npusim's measured
+    error for its kind of configuration) and ``tie_with_best``: the interval overlaps the winner's
+    (the winner itself is not counted)."""
+    import pandas as pd
+
+    used = ranked["full_score"].where(ranked["tier"] == "full", ranked["score"]).astype(float) \
+        if len(ranked) else pd.Series([], dtype=float)
+    err = ranked["error_frac"].astype(float).fillna(0.0) if "error_frac" in ranked else 0.0 * used
+    lo, hi = used - used.abs() * err, used + used.abs() * err
+    ranked = ranked.assign(score_lo=lo, score_hi=hi)
+    ties = (hi >= lo.iloc[0]) if len(ranked) else hi.astype(bool)
+    if len(ranked):
+        ties.iloc[0] = False
+    return ranked.assign(tie_with_best=ties.astype(bool))
+
+
+def shapes(ranked, vary: list[str], wl_cols: list[str], tokens: float | None = None):
+    """The best plan of every model shape (per hardware, devices and workload), best first: one row
+    per shape with its rank, plan, tier metrics, score interval and tie flag (and ``train_days`` for
+    ``constraints.tokens``)."""
+    import pandas as pd
+
+    keys = ["hardware", "devices", *wl_cols, *[f"model_{k}" for k in vary]]
+    cols = keys + ["total_params_B", "activated_params_B", "rank", "tier", "plan", "score", "score_lo", "score_hi",
+                   "tie_with_best", "step_time_s", "tokens_per_s", "mfu", "peak_memory_GB"]
+    if tokens:
+        cols.append("train_days")
+    if not len(ranked):
+        return pd.DataFrame(columns=cols)
+    best = ranked.drop_duplicates(subset=[k for k in keys if k in ranked], keep="first")
+    rows = []
+    for _, r in best.iterrows():
+        pre = "full_" if r["tier"] == "full" else ""
+        serve = "tpot_s" in r
+        from npusim.sweep import serving
+
+        row = {k: r.get(k) for k in keys + ["total_params_B", "activated_params_B", "rank", "tier"]}
+        row.update({"plan": serving.plan_label(r) if serve else plan_label(r), "score": r[pre + "score"],
+                    "score_lo": r["score_lo"], "score_hi": r["score_hi"], "tie_with_best": bool(r["tie_with_best"]),
+                    **{k: r.get(pre + k) for k in ("step_time_s", "tokens_per_s", "mfu", "peak_memory_GB")}})
+        if tokens:
+            tps = _num(r.get(pre + "tokens_per_s"))
+            row["train_days"] = tokens / tps / 86400 if tps else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
 
 
 def agreement(frame) -> dict:
@@ -66,7 +115,18 @@ def _num(x):
     return None if math.isnan(f) else f
 
 
-def _top(ranked, vary: list[str], n: int = 10) -> list[dict]:
+def option_label(row, options: list[str]) -> str:
+    """The swept plan options of a row, e.g. 'schedule=zb-v a2a=hierarchical ep_overlap=1'."""
+    out = []
+    for k in options:
+        v = row.get(k)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        out.append(f"{k}={int(v) if isinstance(v, bool) or type(v).__name__ == 'bool_' else v}")
+    return " ".join(out)
+
+
+def _top(ranked, vary: list[str], n: int = 10, options: list[str] | None = None) -> list[dict]:
     """The best ``n`` ranked rows with their metrics and breakdown (full tier where simulated)."""
     from npusim.sweep import serving
 
@@ -74,19 +134,32 @@ def _top(ranked, vary: list[str], n: int = 10) -> list[dict]:
     for _, r in ranked.head(n).iterrows():
         pre = "full_" if r["tier"] == "full" else ""
         serve = "tpot_s" in r
+        label = serving.plan_label(r) if serve else plan_label(r)
+        opts = option_label(r, options or [])
         out.append({"rank": int(r["rank"]), "tier": r["tier"], "fast_rank": int(r["fast_rank"]), "id": r["id"],
                     "hardware": r["hardware"], "devices": int(r["devices"]),
                     "model": {k: _num(r[f"model_{k}"]) for k in vary},
-                    "plan": serving.plan_label(r) if serve else plan_label(r),
+                    "plan": label + (" " + opts if opts else ""),
                     "step_time_s": _num(r[pre + "step_time_s"]), "mfu": _num(r[pre + "mfu"]),
                     "tokens_per_s": _num(r[pre + "tokens_per_s"]), "peak_memory_GB": _num(r[pre + "peak_memory_GB"]),
                     "cost_per_Mtok": _num(r[pre + "cost_per_Mtok"]),
+                    "score_interval": [_num(r["score_lo"]), _num(r["score_hi"])],
+                    "tie_with_best": bool(r["tie_with_best"]),
                     "breakdown_s": {k: _num(r[f"{pre}bd_{k}_s"]) for k in PART_NAMES}})
         if serve:
             out[-1].update({k: _num(r[pre + k]) for k in ("batch", "tpot_s", "ttft_s", "tokens_per_s_per_device",
                                                           "tokens_per_s_per_card")})
             out[-1].update({k: r[pre + k] for k in ("kv_dtype", "bound")})
     return out
+
+
+def option_keys(resolved: dict) -> list[str]:
+    """Plan options the spec lists (columns of their own), e.g. schedule, a2a, ep_overlap."""
+    from npusim.sweep.evaluate import PLAN_COLS
+    from npusim.sweep.serving import SERVE_PLAN_COLS
+
+    cols = PLAN_COLS if resolved["workload"].get("kind", "train") == "train" else SERVE_PLAN_COLS
+    return [k for k in resolved["plan"] if k != "auto" and k not in cols]
 
 
 def summarize(resolved: dict, frame, ranked, timing: dict) -> dict:
@@ -109,7 +182,13 @@ def summarize(resolved: dict, frame, ranked, timing: dict) -> dict:
         "full": {"simulated": timing["full_new"], "reused": timing["full_reused"], "wall_s": round(timing["full_s"], 3),
                  "points_per_s": None if full_rate is None else round(full_rate, 2), **agreement(frame)},
         "executor": timing["executor"], "workers": timing["workers"], "wall_s": round(timing["wall_s"], 3),
-        "top": _top(ranked, vary),
+        "top": _top(ranked, vary, options=option_keys(resolved)),
+        "options": {k: resolved["plan"][k] for k in option_keys(resolved)},
+        "ties_with_best": int(ranked["tie_with_best"].sum()) if len(ranked) else 0,
+        "best_interval": ([_num(ranked["score_lo"].iloc[0]), _num(ranked["score_hi"].iloc[0])]
+                          if len(ranked) else None),
+        "error_source": SOURCE,
+        **({"stages": timing["stages"]} if timing.get("stages") else {}),
     }
 
 
@@ -131,12 +210,20 @@ def format_summary(s: dict) -> str:
                      f"Kendall tau {u['kendall_tau']}, median |step error| {u['median_step_error_pct']} %")
     for e in s["errors"]:
         lines.append(f"  error {e['id']}: {e['message']}")
+    if s.get("options"):
+        lines.append("  swept options: " + ", ".join(f"{k} {v}" for k, v in s["options"].items()))
+    for st in s.get("stages", []):
+        lines.append(f"  stage {st['stage']}: removed {st['removed']:,} points ({st['what']})")
     if s["top"]:
+        lo, hi = s["best_interval"]
+        lines.append(f"  winner's score interval [{lo:.4g}, {hi:.4g}] from npusim's measured error "
+                     f"({s['error_source']}); {s['ties_with_best']:,} ranked rows overlap it (tie_with_best)")
         lines.append(f"top {len(s['top'])}:")
     for t in s["top"]:
         model = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["model"].items())
         cost = f" cost {t['cost_per_Mtok']:.4g}/Mtok" if s["objective"] == "cost" else ""
-        head = f"  {t['rank']:>2} [{t['tier']}, fast #{t['fast_rank']}] {t['hardware']} x{t['devices']}" + \
+        tie = " =" if t.get("tie_with_best") else ""
+        head = f"  {t['rank']:>2}{tie} [{t['tier']}, fast #{t['fast_rank']}] {t['hardware']} x{t['devices']}" + \
             f"{' ' + model if model else ''} | {t['plan']} | "
         if "batch" in t:
             lat = f"TPOT {1e3 * t['tpot_s']:.1f} ms" if t.get("tpot_s") else f"TTFT {1e3 * t['ttft_s']:.1f} ms"

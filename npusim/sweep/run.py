@@ -12,11 +12,14 @@ from npusim.sweep.serving import SERVE_PLAN_COLS, WL_COLS, serving_columns
 from npusim.sweep.store import ChunkStore, check_resume, locked, write_spec, write_summary, write_tables
 
 
-def prepare(spec_path: str | Path) -> tuple[dict, dict, list, list]:
-    """Load the spec; return (resolved spec, worker context, model variants, points)."""
+def prepare(spec_path: str | Path, max_points: int | None = None) -> tuple[dict, dict, list, list]:
+    """Load the spec; return (resolved spec, worker context, model variants, points). More points
+    than ``max_points`` (default: the spec's ``max_points``) is a one-line ConfigError with the count."""
+    from npusim.config.errors import ConfigError
     from npusim.config.hardware import load_profile
     from npusim.config.model import load_model
-    from npusim.sweep.space import generate, model_variants
+    from npusim.sweep.error_table import error_fraction
+    from npusim.sweep.space import TooManyPoints, generate, model_variants
     from npusim.sweep.spec import load_spec, spec_key
 
     spec, resolved = load_spec(spec_path)
@@ -27,7 +30,16 @@ def prepare(spec_path: str | Path) -> tuple[dict, dict, list, list]:
     resolved["profiles"] = {n: _digest(d) for n, d in dumps.items()}
     resolved["key"] = spec_key(resolved)
     variants = model_variants(base, spec.model.vary, spec.model.constraints, spec.model.derive)
-    points = generate(resolved, variants, profiles)
+    limit = max_points or spec.max_points
+    try:
+        points = generate(resolved, variants, profiles, limit=limit)
+    except TooManyPoints as e:
+        flag = "--max-points" if max_points else "max_points"
+        err = ConfigError(str(spec_path), flag, limit, f"the spec has {e.count:,} points, over the limit",
+                          f"raise max_points in the spec or pass --max-points {e.count}, or narrow the spec "
+                          "(--dry-run shows the points per axis)")
+        err.count = e.count
+        raise err from None
     obj = resolved["objective"]
     kind = spec.workload.kind
     plan_cols = PLAN_COLS if kind == "train" else SERVE_PLAN_COLS
@@ -36,8 +48,16 @@ def prepare(spec_path: str | Path) -> tuple[dict, dict, list, list]:
            "vary_keys": list(spec.model.vary) + list(spec.model.derive),
            "wl_cols": ["seq_len", "global_batch"] if kind == "train" else list(WL_COLS),
            "max_batch": getattr(spec.workload, "max_batch", None),
-           "option_keys": [k for k in resolved["plan"] if k != "auto" and k not in plan_cols]}
+           "option_keys": [k for k in resolved["plan"] if k != "auto" and k not in plan_cols],
+           "error_frac": {n: {k: error_fraction(n, p.chip.name, k) for k in ("dense", "moe", "serving")}
+                          for n, p in profiles.items()},
+           "moe_shapes": sorted({_shape_key(v.overrides) for v in variants if v.model is not None and v.model.is_moe})}
     return resolved, ctx, variants, points
+
+
+def _shape_key(overrides: dict) -> str:
+    """A model variant's overrides as a canonical string."""
+    return json.dumps(overrides, sort_keys=True)
 
 
 def _digest(obj) -> str:
@@ -50,27 +70,76 @@ def _batches(points: list[dict], size: int):
     return [(i // size, points[i:i + size]) for i in range(0, len(points), size)]
 
 
-def _run_tier(executor, fn, ctx: dict, store: ChunkStore, pending: list[dict], size: int, label: str) -> tuple[dict, float]:
-    """Evaluate ``pending`` in batches, writing each finished batch; return (rows by id, wall seconds)."""
-    from tqdm import tqdm
+PROGRESS_EVERY_S = 10.0
+"""Seconds between status lines when stderr is not a terminal (``--progress-every``)."""
 
+
+class Progress:
+    """Progress of one tier: a tqdm bar when stderr is a terminal, else (``every`` > 0) one status line
+    every ``every`` seconds: points done, rate, ETA, best score so far."""
+
+    def __init__(self, total: int, label: str, every: float | None = PROGRESS_EVERY_S, metric: str = "score",
+                 stream=None, clock=time.monotonic):
+        self.stream = stream or sys.stderr
+        self.total, self.label, self.every, self.metric, self.clock = total, label, every, metric, clock
+        self.done, self.best = 0, None
+        self.t0 = self.last = clock()
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="pt", file=self.stream, leave=False)
+
+    def update(self, rows: list[dict]) -> None:
+        """Count a finished batch (and its best score)."""
+        self.done += len(rows)
+        for r in rows:
+            sc = r.get("score", r.get("full_score"))
+            if sc is not None and r.get("status", r.get("full_status")) == "ok" and (self.best is None or sc > self.best):
+                self.best = sc
+        if self.bar is not None:
+            self.bar.update(len(rows))
+            return
+        now = self.clock()
+        if self.every and now - self.last >= self.every:
+            self.last = now
+            self.stream.write(self.line(now) + "\n")
+            self.stream.flush()
+
+    def line(self, now: float) -> str:
+        """The status line."""
+        el = max(now - self.t0, 1e-9)
+        rate = self.done / el
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        best = "none feasible yet" if self.best is None else f"{self.metric} {abs(self.best):.4g}"
+        return (f"npusim: {self.label}: {self.done:,}/{self.total:,} points ({100 * self.done / max(1, self.total):.0f} %), "
+                f"{rate:,.0f} points/s, ETA {eta:,.0f} s, best {best}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_tier(executor, fn, ctx: dict, store: ChunkStore, pending: list[dict], size: int, label: str,
+              every: float | None = PROGRESS_EVERY_S) -> tuple[dict, float]:
+    """Evaluate ``pending`` in batches, writing each finished batch; return (rows by id, wall seconds)."""
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
-    bar = tqdm(total=len(pending), desc=label, unit="pt", file=sys.stderr, disable=not sys.stderr.isatty(),
-               leave=False)
+    bar = Progress(len(pending), label, every, ctx["objective"]["metric"])
     try:
         for _, batch_rows in executor.map(fn, ctx, _batches(pending, size)):
             store.write(batch_rows)
             for r in batch_rows:
                 rows[r["id"]] = r
-            bar.update(len(batch_rows))
+            bar.update(batch_rows)
     finally:
         bar.close()
     return rows, time.perf_counter() - t0
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", workers: int | None = None,
-              address: str | None = None, resume: bool = False) -> dict:
+              address: str | None = None, resume: bool = False, max_points: int | None = None,
+              progress_every: float | None = PROGRESS_EVERY_S) -> dict:
     """Run (or resume) the sweep of ``spec_path`` into ``out``; return the summary dict.
 
     ``out`` is checked before any work (npusim.outputs.check_dir) and locked for the whole run
@@ -80,7 +149,8 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", w
     t_start = time.perf_counter()
     check_dir(out, "--out")  # before Path(): Path("") is "."
     out = Path(out)
-    resolved, ctx, variants, points = prepare(spec_path)
+    resolved, ctx, variants, points = prepare(spec_path, max_points)
+    ctx["progress_every"] = progress_every
     with locked(out):
         return _run_locked(out, resolved, ctx, points, executor, workers, address, resume, t_start)
 
@@ -89,7 +159,7 @@ def _run_locked(out: Path, resolved: dict, ctx: dict, points: list, executor: st
                 address: str | None, resume: bool, t_start: float) -> dict:
     """The body of run_sweep, with ``out`` locked."""
     from npusim.sweep.executors import make_executor
-    from npusim.sweep.report import rank, summarize
+    from npusim.sweep.report import rank, shapes, summarize
 
     check_resume(out, resolved, resume)
     write_spec(out, resolved)
@@ -103,7 +173,8 @@ def _run_locked(out: Path, resolved: dict, ctx: dict, points: list, executor: st
         fast_new, fast_s, full_new, full_s = {}, 0.0, {}, 0.0
         if pending:
             ex = make_executor(executor, workers, address)
-            fast_new, fast_s = _run_tier(ex, evaluate_fast, ctx, fast_store, pending, size, "fast tier")
+            fast_new, fast_s = _run_tier(ex, evaluate_fast, ctx, fast_store, pending, size, "fast tier",
+                                         ctx.get("progress_every"))
         fast = {**fast_old, **fast_new}
         top = _full_candidates(fast, resolved["tiers"]["full_top"], resolved["tiers"]["full_per_model"],
                                ctx["vary_keys"], ctx["wl_cols"])
@@ -113,7 +184,7 @@ def _run_locked(out: Path, resolved: dict, ctx: dict, points: list, executor: st
         if pending_full:
             ex = ex or make_executor(executor, workers, address)
             full_new, full_s = _run_tier(ex, evaluate_full, ctx, full_store, pending_full,
-                                         max(1, min(size, 8)), "full tier")
+                                         max(1, min(size, 8)), "full tier", ctx.get("progress_every"))
         full = {**full_old, **full_new}
         finished = True
     finally:
@@ -121,7 +192,8 @@ def _run_locked(out: Path, resolved: dict, ctx: dict, points: list, executor: st
             ex.close(abort=not finished)  # interrupted: stop the workers now, keep the chunks written
     frame = to_frame(points, fast, full, ctx)
     ranked = rank(frame)
-    write_tables(out, frame, ranked)
+    tokens = (resolved["model"].get("constraints") or {}).get("tokens")
+    write_tables(out, frame, ranked, shapes(ranked, ctx["vary_keys"], ctx["wl_cols"], tokens))
     timing = {"fast_new": len(fast_new), "fast_reused": len(fast_old), "fast_s": fast_s,
               "full_new": len(full_new), "full_reused": len(full_old), "full_s": full_s,
               "wall_s": time.perf_counter() - t_start, "executor": getattr(ex, "name", executor),
@@ -179,6 +251,13 @@ def to_frame(points: list[dict], fast: dict, full: dict, ctx: dict):
                                       "reason": "missing", "message": "no result"}))
         row.update(full.get(p["id"], {}))
         rows.append(row)
+    moe = set(ctx.get("moe_shapes", ()))
+    fracs = ctx.get("error_frac", {})
+    for p, row in zip(points, rows):
+        kind = "serving" if ctx.get("kind", "train") != "train" else \
+            "moe" if _shape_key(p["model"]) in moe else "dense"
+        row["error_frac"] = fracs.get(p["hardware"], {}).get(kind)
+    cols = cols + ["error_frac"]
     frame = pd.DataFrame(rows).reindex(columns=cols)
     for c in cols:
         kinds = {type(r[c]) for r in rows if r.get(c) is not None}

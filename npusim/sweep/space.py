@@ -16,7 +16,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from npusim.sweep.spec import AXES, SERVING_AXES
+from npusim.sweep.spec import AXES, OPTION_AXES, SERVING_AXES
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
            ast.Mod: operator.mod}
@@ -102,6 +102,12 @@ def build_variant(base: dict, overrides: dict, constraints=None, derive: dict | 
         if rng is not None and not rng.holds(value):
             return Variant(overrides, model, "constraint", f"{key} = {value:.2f} outside [{rng.min}, {rng.max}]",
                            total, act)
+    budget, tokens = getattr(constraints, "compute_budget", None), getattr(constraints, "tokens", None)
+    if budget is not None and tokens:
+        flops = 6.0 * act * 1e9 * tokens
+        if not budget.holds(flops):
+            return Variant(overrides, model, "constraint", f"training FLOPs 6 x {act:.2f}B x {tokens:.3g} tokens = "
+                           f"{flops:.3g} outside [{budget.min}, {budget.max}]", total, act)
     return Variant(overrides, model, None, "", total, act)
 
 
@@ -204,9 +210,39 @@ def _serving_values(axis: str, st: dict, c: dict) -> list:
     raise ValueError(f"no auto values for {axis!r}")
 
 
+def _option_values(axis: str, given: list, st: dict, c: dict) -> list:
+    """The listed values of an option axis (``schedule``, ``a2a``, ``ep_overlap``) valid for the plan
+    chosen so far: a schedule that fits vpp, pp and the micro-batch count (one schedule when pp = 1);
+    a2a and ep_overlap only where experts are exchanged (MoE, ep > 1), else the first value listed."""
+    if axis != "schedule":
+        return given if c["model"].is_moe and (st.get("ep") or 1) > 1 else given[:1]
+    pp, vpp = st.get("pp") or 1, st.get("vpp") or 1
+    tp, cp = st.get("tp") or 1, st.get("cp") or 1
+    dp = c["devices"] // (tp * cp * pp) if c["devices"] % (tp * cp * pp) == 0 else 0
+    per = (st.get("micro_batch") or 1) * dp
+    m = c["global_batch"] // per if per and c["global_batch"] % per == 0 else 0
+
+    def fits(s: str) -> bool:
+        from npusim.config.schedules import SCHEDULES
+
+        f = SCHEDULES[s]
+        if s == "interleaved":
+            return vpp > 1 and m % pp == 0
+        if f.vpp is not None and f.vpp != vpp:
+            return False
+        if s == "dualpipe" and (pp % 2 or m % 2):
+            return False
+        return not (s in ("dualpipe", "dualpipev") and m < 2 * pp)
+
+    ok = [v for v in given if fits(v)]
+    return ok[:1] if pp == 1 else ok
+
+
 def _axis_values(axis: str, space: dict, st: dict, c: dict) -> list:
     """Values to try for ``axis``: listed in the spec, auto (optionally within a range), or the default."""
     given = space.get(axis)
+    if axis in OPTION_AXES:
+        return _option_values(axis, given, st, c)
     if isinstance(given, list):
         return given
     if not space.get("auto"):
@@ -222,6 +258,8 @@ def plans(space: dict, c: dict) -> Iterator[dict]:
     """Plan field dicts of the space for one (model, hardware, devices, workload) context
     (``c["serving"]`` selects the serving axes)."""
     axes = SERVING_AXES if c.get("serving") else AXES
+    if space.get("auto") and not c.get("serving"):
+        axes += tuple(k for k in OPTION_AXES if isinstance(space.get(k), list))
     options = {k: v for k, v in space.items() if k != "auto" and k not in axes}
     opt_keys = list(options)
     for combo in itertools.product(*(options[k] for k in opt_keys)):
@@ -266,15 +304,25 @@ def devices_for(devices, hw_name: str) -> list[int]:
     return devices[hw_name] if isinstance(devices, dict) else devices
 
 
-def generate(resolved: dict, variants: list[Variant], profiles: dict) -> list[dict]:
+class TooManyPoints(Exception):
+    """The spec has more points than its limit; ``count`` is the total."""
+
+    def __init__(self, count: int, limit: int):
+        super().__init__(count, limit)
+        self.count, self.limit = count, limit
+
+
+def generate(resolved: dict, variants: list[Variant], profiles: dict, limit: int | None = None) -> list[dict]:
     """Every point of the sweep in a deterministic order: hardware, devices, workload, model, plan.
 
     A point is a dict of inputs plus ``id`` and ``index``; variants that are invalid or outside the
     constraints give one point each (per hardware, devices and workload) carrying their reason.
+    More than ``limit`` points: the rest are only counted, then TooManyPoints(count) is raised.
     """
     wl = resolved["workload"]
     serving = wl.get("kind", "train") != "train"
     out: list[dict] = []
+    extra = 0
     for hw_name, hw in profiles.items():
         for devices, wp in itertools.product(devices_for(resolved["devices"], hw_name), workload_points(wl)):
             for v in variants:
@@ -284,8 +332,13 @@ def generate(resolved: dict, variants: list[Variant], profiles: dict) -> list[di
                     continue
                 c = {"model": v.model, "devices": devices, "devices_per_node": hw.node.devices_per_node,
                      "serving": serving, **wp}
+                if limit is not None and len(out) > limit:
+                    extra += sum(1 for _ in plans(resolved["plan"], c))
+                    continue
                 for plan in plans(resolved["plan"], c):
                     out.append({**common, "plan": plan})
+    if limit is not None and len(out) + extra > limit:
+        raise TooManyPoints(len(out) + extra, limit)
     keys = ("hardware", "devices", *workload_keys(wl), "model", "plan")
     for i, p in enumerate(out):
         p["id"] = point_id({k: p[k] for k in keys})

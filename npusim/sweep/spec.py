@@ -32,6 +32,15 @@ SERVING_AXES = ("tp", "pp", "moe_dispatch", "etp", "ep", "shared_tp", "sp", "pre
 NUMERIC_AXES = ("tp", "pp", "vpp", "cp", "ep", "etp", "zero", "micro_batch", "shared_tp")
 """Plan axes that accept a {min, max} range under ``plan: auto``."""
 METRICS = ("mfu", "tokens_per_s", "tokens_per_s_per_device", "tokens_per_s_per_card", "cost")
+OPTION_AXES = ("schedule", "a2a", "ep_overlap")
+"""Plan options that ``plan: auto`` enumerates as axes when listed (only combinations valid for the
+plan around them: schedules that fit vpp / pp / the micro-batch count; a2a and ep_overlap only where
+experts are exchanged, ep > 1); ``auto`` as their value lists every choice."""
+OPTION_CHOICES = {"schedule": ["1f1b", "interleaved", "zb-h1", "zb-v", "dualpipe", "dualpipev"],
+                  "a2a": ["flat", "hierarchical"], "ep_overlap": [False, True]}
+DEFAULT_MAX_POINTS = 250_000
+"""Largest sweep run without ``max_points`` / ``--max-points`` raised (about a minute of fast tier on
+two cores)."""
 
 
 def _listify(v: Any) -> Any:
@@ -130,10 +139,31 @@ class ServingWorkloadSpec(_Strict):
 
 
 class Constraints(_Strict):
-    """Parameter budgets in billions (main model, MTP modules excluded, as the papers count)."""
+    """Parameter budgets in billions (main model, MTP modules excluded, as the papers count), and a
+    training-compute budget: ``compute_budget`` FLOPs of 6 x activated parameters x ``tokens``."""
 
     total_params_B: Optional[Range] = None
     activated_params_B: Optional[Range] = None
+    tokens: Optional[float] = Field(None, gt=0, le=1e18)
+    """Training tokens (e.g. 1e12); with it each shape's best plan gets ``train_days`` in shapes.csv."""
+    compute_budget: Optional[Range] = None
+    """Training FLOPs = 6 x activated parameters x tokens (needs ``tokens``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, v: Any) -> Any:
+        """``params_B`` is short for ``total_params_B``."""
+        if isinstance(v, dict) and "params_B" in v:
+            if "total_params_B" in v:
+                raise ValueError("params_B and total_params_B are the same budget; give one")
+            v = {("total_params_B" if k == "params_B" else k): x for k, x in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _needs_tokens(self) -> "Constraints":
+        if self.compute_budget is not None and self.tokens is None:
+            raise ValueError("compute_budget needs tokens (training FLOPs = 6 x activated params x tokens)")
+        return self
 
 
 class ModelSpec(_Strict):
@@ -170,6 +200,11 @@ class ObjectiveSpec(_Strict):
     """Price of one device-hour, one number or per hardware name (metric cost)."""
 
 
+def _objective(v: Any) -> Any:
+    """``objective: mfu`` is short for ``objective: {metric: mfu}``."""
+    return {"metric": v} if isinstance(v, str) else v
+
+
 class TierSpec(_Strict):
     """How the tiers run."""
 
@@ -195,12 +230,44 @@ class SweepSpec(_Strict):
     model: ModelSpec
     plan: Annotated[dict[str, Any], BeforeValidator(_auto)] = {}
     """``auto`` or a mapping of plan fields to a value, a list, or (numeric axes) {min, max}."""
-    objective: ObjectiveSpec = ObjectiveSpec()
+    objective: Annotated[ObjectiveSpec, BeforeValidator(_objective)] = ObjectiveSpec()
+    """A mapping, or a metric name alone (``objective: mfu``)."""
     tiers: TierSpec = TierSpec()
+    max_points: Annotated[int, BeforeValidator(no_bool), Field(gt=0, le=100_000_000)] = DEFAULT_MAX_POINTS
+    """A spec with more points is refused (with its count) unless this or ``--max-points`` is raised."""
+
+
+_CLASS_WORDS = ("ValidationError", "pydantic", "class_name", "input_type", "[type=")
+
+
+def _plain(err: ConfigError) -> ConfigError:
+    """The error without Python or pydantic class names (``instance of ObjectiveSpec`` -> a mapping)."""
+    import re
+
+    text = f"{err.problem} {err.allowed}"
+    names = re.findall(r"\b([A-Z][A-Za-z]*(?:Spec|Constraints|Range|Model|Config|Plan))\b", text)
+    if not names and not any(w in text for w in _CLASS_WORDS):
+        return err
+    problem = re.sub(r"(?:a valid dictionary )?or instance of \w+", "a mapping", err.problem)
+    problem = re.sub(r"\s*\[type=.*$", "", problem)
+    for n in names:
+        problem = problem.replace(n, "mapping")
+    allowed = "" if any(n in err.allowed for n in names) or "class_name" in err.allowed else err.allowed
+    problem = problem.replace("Input should be a a mapping", "Input should be a mapping")
+    return ConfigError(err.source, err.field, err.value, problem, allowed or "see docs/sweep.md")
 
 
 def load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
-    """Read and check a sweep spec; return it and its resolved, JSON-ready form (ConfigError on a defect)."""
+    """Read and check a sweep spec; return it and its resolved, JSON-ready form (ConfigError on a
+    defect, never naming a Python class)."""
+    try:
+        return _load_spec(path)
+    except ConfigError as e:
+        raise _plain(e) from None
+
+
+def _load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
+    """The body of load_spec."""
     from npusim.config.loader import read_mapping, validate
     from npusim.sweep.spec_checks import check_devices, check_objective, check_workload
 
@@ -294,11 +361,17 @@ def _check_plan(plan: dict, src: str) -> dict:
             try:
                 rng = Range.model_validate(value)
             except Exception as e:  # pydantic ValidationError
-                raise ConfigError(src, f"plan.{key}", value, str(e).splitlines()[-1].strip()) from None
+                from npusim.config.errors import from_pydantic
+
+                err = from_pydantic(src, e)
+                inner = "" if err.field == "<root>" else "." + err.field
+                raise ConfigError(src, f"plan.{key}{inner}", err.value, err.problem, err.allowed) from None
             if not auto:
                 raise ConfigError(src, f"plan.{key}", value, "a range restricts auto enumeration", "plan.auto: true")
             out[name] = rng.model_dump()
             continue
+        if name in OPTION_AXES and value == "auto":
+            value = list(OPTION_CHOICES[name])
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ConfigError(src, f"plan.{key}", value, "empty list", "one or more values")

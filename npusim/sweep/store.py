@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Callable
 
 from npusim.config.errors import ConfigError
-from npusim.outputs import atomic_path, write_text
+from npusim.outputs import remove_temporaries, atomic_path, write_text
 
 CHUNK_DIR = "chunks"
 SPEC_FILE = "spec.resolved.json"
 LOCK_FILE = ".lock"
 DAMAGED = ".damaged"
 """Suffix given to a chunk file that could not be read (it is kept for inspection, never read again)."""
-STORE_FILES = ("results.parquet", "ranked.csv", "summary.json", SPEC_FILE)
+STORE_FILES = ("results.parquet", "ranked.csv", "shapes.csv", "summary.json", SPEC_FILE)
 """Files of a sweep folder besides ``chunks/``; any of them makes the folder a sweep store."""
 
 
@@ -149,6 +149,7 @@ def check_resume(out: Path, resolved: dict, resume: bool) -> None:
     if key != resolved["key"]:
         raise ConfigError("--resume", "spec", resolved.get("name"), f"differs from the sweep in {out} (key {key} != {resolved['key']})",
                           "the same spec, or a new --out")
+    remove_temporaries(out)  # writes cut short by a kill: only their temporary files remain
 
 
 @contextlib.contextmanager
@@ -179,7 +180,11 @@ def locked(out: Path):
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _held_locks.add(fd)
-        yield
+        try:
+            yield
+        except BaseException:  # interrupted mid-write: drop its temporary file while still holding the lock
+            remove_temporaries(out)
+            raise
     finally:
         _held_locks.discard(fd)
         os.close(fd)
@@ -196,9 +201,13 @@ def write_summary(out: Path, summary: dict) -> None:
     write_text(Path(out) / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
-def write_tables(out: Path, frame, ranked) -> None:
-    """Write results.parquet (every point) and ranked.csv (feasible points, best first), each atomically."""
+def write_tables(out: Path, frame, ranked, shapes=None) -> None:
+    """Write results.parquet (every point), ranked.csv (feasible points, best first) and shapes.csv
+    (each model shape's best plan), each atomically."""
     with atomic_path(Path(out) / "results.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     with atomic_path(Path(out) / "ranked.csv") as tmp:
         ranked.to_csv(tmp, index=False, lineterminator="\n")
+    if shapes is not None:
+        with atomic_path(Path(out) / "shapes.csv") as tmp:
+            shapes.to_csv(tmp, index=False, lineterminator="\n")

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 OpKind = Literal["gemm", "grouped_gemm", "attention", "memory", "vector"]
-CommKind = Literal["tp", "cp", "ep", "pp", "dp"]
+CommKind = Literal["tp", "cp", "ep", "pp", "dp", "offload"]
+"""``offload``: a device-host activation swap (``npusim.engine.opgraph.SWAP_OUT`` / ``SWAP_IN``)."""
 Collective = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_to_all_inter",
                      "all_to_all_intra", "send_recv"]
 

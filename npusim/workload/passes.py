@@ -93,13 +93,45 @@ def layer_forward(model, sh: Shard, moe: bool, load_factor: float = 1.0) -> Pass
     return p
 
 
-def recompute_of(layer_fwd: Pass, recompute: str) -> Pass:
-    """Ops re-run in the backward pass under a recompute policy."""
+RECOMPUTE_OPS: dict[str, tuple[str, ...]] = {
+    "core_attn": _ATTN_CORE,
+    "layernorm": ("input_norm", "post_norm"),
+    "mla_up_proj": ("q_up", "kv_up", "rope"),
+    "moe_act": ("expert_act",),
+    "mlp": ("mlp_up", "mlp_act", "mlp_down"),
+    "shared_experts": ("shared_up", "shared_act", "shared_down"),
+    "permute": ("permute", "unpermute"),
+}
+"""Forward kernels each recompute module re-runs (``moe``: the whole MoE block, below)."""
+
+
+def _moe_block(items: list) -> set[int]:
+    """Indices of a MoE layer's block from the router to the shared experts' output, collectives
+    included (what ``recompute_modules=moe`` re-runs); empty for a dense layer."""
+    names = [i.name for i in items]
+    if "router" not in names:
+        return set()
+    a = names.index("router")
+    b = len(names) - 1 - names[::-1].index("residual_dropout")
+    return set(range(a, b))
+
+
+def recompute_of(layer_fwd: Pass, recompute: str, modules: tuple[str, ...] | frozenset = ()) -> Pass:
+    """Items re-run in the backward pass under a recompute policy (``full``: the whole layer) or,
+    when ``modules`` is given, under fine-grained recompute of those modules (``selective`` alone =
+    core_attn), in program order."""
     if recompute == "full":
         return as_recompute(layer_fwd)
-    if recompute == "selective":
-        return as_recompute(layer_fwd, only=_ATTN_CORE)
-    return Pass()
+    if not modules:
+        modules = ("core_attn",) if recompute == "selective" else ()
+    if not modules:
+        return Pass()
+    if "mla_up_proj" in modules and not any(o.name == "kv_up" for o in layer_fwd.ops):
+        modules = tuple(m for m in modules if m != "mla_up_proj")  # MLA only
+    names = {n for m in modules for n in RECOMPUTE_OPS.get(m, ())}
+    block = _moe_block(layer_fwd.items) if "moe" in modules else set()
+    return Pass([replace(it, recompute=True) for j, it in enumerate(layer_fwd.items)
+                 if j in block or (isinstance(it, Op) and it.name in names)])
 
 
 def extras_forward(model, sh: Shard, spec: ChunkSpec) -> Pass:

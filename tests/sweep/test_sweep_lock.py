@@ -89,7 +89,8 @@ def test_a_second_sweep_on_the_same_out_is_refused_and_the_first_completes(tmp_p
         _one_line(rc, err, "--out", "another npusim sweep", f"pid {first.pid}", "(allowed: ")
     assert first.poll() is None, "the first sweep must still be running when the second is refused"
     stdout, stderr = first.communicate(timeout=120)
-    assert first.returncode == 0 and stderr == "", stderr
+    noise = [line for line in stderr.splitlines() if not line.startswith(("npusim: fast tier:", "npusim: full tier:"))]
+    assert first.returncode == 0 and noise == [], stderr  # progress lines (every 10 s off a terminal) only
     summary = json.loads((out / "summary.json").read_text())
     assert summary["fast"]["reused"] == 0 and summary["fast"]["evaluated"] == summary["points"]
     frame = pd.read_parquet(out / "results.parquet")
