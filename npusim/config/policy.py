@@ -198,8 +198,9 @@ def load_yaml(text: str, source: str) -> Any:
     """Parse YAML text with :class:`StrictYAMLLoader`; one-line ConfigError on any defect."""
     import yaml
 
-    loader = _yaml_loader()(text)
+    loader = None
     try:
+        loader = _yaml_loader()(text)  # the reader refuses control characters here
         data = loader.get_single_data()
     except _YAMLRefused as e:
         raise ConfigError(source, e.field, e.value, e.problem, e.allowed) from None
@@ -213,7 +214,8 @@ def load_yaml(text: str, source: str) -> Any:
     except (ValueError, TypeError, OverflowError) as e:  # a scalar PyYAML's constructors cannot convert
         raise ConfigError(source, "<syntax>", "?", f"cannot parse: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return check_values(data, source)
 
 

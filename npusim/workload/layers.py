@@ -178,9 +178,12 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     tok_per_expert = max(1, round(assign * etp / active))
     width = model.expert_ffn_hidden // etp
     up_n = width * (2 if model.mlp == "swiglu" else 1)
-    p.add(gemm("expert_up", tok_per_expert, up_n, h, groups=active))
+    # GEMM shapes take whole tokens per expert; FLOPs count the routed tokens exactly, so the
+    # hardware FLOPs never fall below the model FLOPs by rounding
+    tokens = assign * etp
+    p.add(replace(gemm("expert_up", tok_per_expert, up_n, h, groups=active), flops=2.0 * tokens * up_n * h))
     p.add(elementwise("expert_act", tok_per_expert * active * width, passes=3.0, flops_per_elem=8))
-    p.add(gemm("expert_down", tok_per_expert, h, width, groups=active))
+    p.add(replace(gemm("expert_down", tok_per_expert, h, width, groups=active), flops=2.0 * tokens * h * width))
     p.add(*[replace(c, name=c.name.replace("dispatch", "combine")) for c in reversed(a2a)])
     if etp > 1:
         p.add(Comm("etp_scatter", "ep", "reduce_scatter", "etp", etp, assign * etp * h * ACT_BYTES))
