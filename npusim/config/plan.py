@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from npusim.config.errors import ConfigError
 from npusim.config.policy import MAX_BATCH, MAX_DEVICES, MAX_REDUNDANT_EXPERTS, MAX_SEED, StrictModel
@@ -101,6 +101,14 @@ class ParallelPlan(StrictModel):
     """Serving: KV-cache dtype (auto = 16-bit)."""
     weight_only: bool = False
     """Serving: int8 weights with 16-bit compute (W8A16) instead of W8A8 when precision=int8."""
+
+    @field_validator("recompute_modules", "offload_modules", mode="before")
+    @classmethod
+    def _modules_text(cls, v):
+        """Accept the ``--plan`` text form ``core_attn+moe_act`` (and '' for none) as well as a list."""
+        if isinstance(v, str):
+            return tuple(m for m in v.split("+") if m)
+        return v
 
     @model_validator(mode="after")
     def _sampling_work(self) -> "ParallelPlan":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from npusim.cost.collectives import collective_time
+from npusim.cost.topology import host_capacities
 from npusim.cost.compute import op_time
 from npusim.workload.ops import Pass
 
@@ -61,7 +62,6 @@ def comm_times(p: Pass, hw, places: dict, cache: dict) -> dict[str, float]:
     comm: dict[str, float] = {}
     for c in p.comms:
         if c.kind == "offload":  # activation swap over the host link (``npusim.engine.unit``)
-            from npusim.engine.unit import host_capacities
             comm["offload"] = comm.get("offload", 0.0) + c.bytes / host_capacities(hw)["host_d2h"]
             continue
         key = ("comm", c, places[c.group])

@@ -153,3 +153,13 @@ def read_tiers(hw) -> Tiers:
     spine_share = (spine[0]["GBps"] / per_leaf_devices) if spine else so / co.oversubscription
     return Tiers(su_total, su_link, hw.node.scale_up.latency_us, hw.node.scale_up.topology == "full_mesh",
                  so, co.latency_us, min(so, spine_share))
+
+
+def host_capacities(hw) -> dict[str, float]:
+    """Device-to-host and host-to-device link capacity (bytes/s; PCIe / host HCCS is full duplex):
+    ``node.host.link_GBps x efficiency.host_link_fraction``; none without a host section."""
+    host = hw.node.host
+    if host is None:
+        return {}
+    bw = host.link_GBps * 1e9 * hw.derating.host_link_fraction
+    return {"host_d2h": bw, "host_h2d": bw}

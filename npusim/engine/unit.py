@@ -20,7 +20,7 @@ import simpy
 
 from npusim.cost.algorithms import collective_plan
 from npusim.cost.compute import op_time
-from npusim.cost.topology import tiers_of
+from npusim.cost.topology import host_capacities, tiers_of
 from npusim.engine.fabric import Fabric
 from npusim.engine.opgraph import DP_BUCKET, SWAP_OUT, ZERO3, Node
 from npusim.workload.ops import Comm, Op
@@ -65,16 +65,6 @@ def capacities(hw) -> dict[str, float]:
             "su": t.scale_up_GBps * 1e9 * d.scale_up_fraction,
             "nic": t.scale_out_GBps * 1e9 * d.scale_out_fraction,
             "spine": t.spine_GBps * 1e9 * d.scale_out_fraction, **host_capacities(hw)}
-
-
-def host_capacities(hw) -> dict[str, float]:
-    """Device-to-host and host-to-device link capacity (bytes/s; PCIe / host HCCS is full duplex):
-    ``node.host.link_GBps x efficiency.host_link_fraction``; none without a host section."""
-    host = hw.node.host
-    if host is None:
-        return {}
-    bw = host.link_GBps * 1e9 * hw.derating.host_link_fraction
-    return {"host_d2h": bw, "host_h2d": bw}
 
 
 class _Runner:

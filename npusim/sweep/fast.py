@@ -23,11 +23,11 @@ from npusim.config.plan import resolve_plan
 from npusim.config.schedules import names
 from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
-from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
+from npusim.cost.memory import chunk_params, state_bytes
 from npusim.cost.passes import named_sum
 from npusim.engine.pipeline import RankTrace
 from npusim.engine.schedules import pair_steady, paired_fb, schedule_orders
-from npusim.engine.step import StepInputs, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time, routing_spec
+from npusim.engine.step import StepInputs, chunk_activation_bytes, swap_buffer_bytes, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time, routing_spec
 from npusim.flops import flops_per_token
 from npusim.sweep.lowered import oid, stage_cost, stage_prefix
 from npusim.workload.passes import chunk_specs
@@ -131,12 +131,16 @@ def _params(model, plan, spec):
     return hit
 
 
-def _act(model, plan, sh, moe: bool, load_factor: float) -> float:
-    """``activation_bytes_per_layer`` memoised on the plan fields it reads."""
-    key = (oid(model), plan.tp, plan.sp, plan.recompute, plan.flash_attention, sh.tokens, sh.seq_len, moe, load_factor)
+def _chunk_act(model, plan, spec, sh, load_factor: float) -> float:
+    """``chunk_activation_bytes`` (what one micro-batch leaves in a chunk), memoised per layer kind:
+    identical layers add identical bytes, so only the chunk's shape and the plan fields it reads
+    enter the key."""
+    key = ("chunk", oid(model), _sig(spec), plan.precision, plan.tp, plan.sp, plan.recompute, plan.recompute_modules,
+           plan.offload_activations, plan.offload_modules, plan.flash_attention, plan.expert_ep, plan.expert_tp,
+           plan.cp, sh.tokens, sh.seq_len, load_factor)
     hit = _ACT.get(key)
     if hit is None:
-        hit = _ACT[key] = activation_bytes_per_layer(model, plan, sh, moe, load_factor)
+        hit = _ACT[key] = chunk_activation_bytes(model, plan, spec, sh, load_factor)
     return hit
 
 
@@ -146,7 +150,8 @@ def memory(model, hw, plan, seq_len: int, places, m: int, load_factor: float = 1
     key = (oid(model), plan.pp, plan.vpp, plan.pipeline_schedule, min(m, 4 * plan.pp), plan.tp, plan.cp, plan.sp,
            plan.expert_ep, plan.expert_tp, plan.recompute, plan.flash_attention, plan.micro_batch, seq_len,
            plan.zero, plan.precision, plan.master_weights, places["dp_cp"].size, places["edp"].size, load_factor,
-           paired_fb(model, plan))
+           paired_fb(model, plan), plan.recompute_modules, plan.offload_activations, plan.offload_modules,
+           plan.offload_optimizer)
     hit = _MEMORY.get(key)
     if hit is None:
         hit = _MEMORY[key] = _memory(model, plan, seq_len, places, m, load_factor)
@@ -164,14 +169,10 @@ def _memory(model, plan, seq_len: int, places, m: int, load_factor: float) -> di
         for spec in specs:
             p = _params(model, plan, spec)
             dense, expert = dense + p.dense, expert + p.expert
-            act = spec.dense_layers * _act(model, plan, sh, False, 1.0) if spec.dense_layers else 0.0
-            if spec.moe_layers:
-                act += spec.moe_layers * _act(model, plan, sh, True, load_factor)
-            if spec.head:
-                act += sh.tokens * model.vocab / plan.tp * 4.0
-            weight.append(act)
+            weight.append(_chunk_act(model, plan, spec, sh, load_factor))
         vecs = live_vectors(plan.pipeline_schedule, plan.pp, plan.vpp, m, tuple(ranks), paired_fb(model, plan))
         acts = max((sum(w * n for w, n in zip(weight, v)) for v in vecs), default=0.0)
+        acts += max((swap_buffer_bytes(model, plan, s, sh, load_factor) for s in specs), default=0.0)
         row = dict(state_bytes(plan, dense, expert, dp_shard, edp_shard), activations=max(0.0, acts))
         row["total"] = sum(row.values())
         if not worst or row["total"] > worst["total"]:

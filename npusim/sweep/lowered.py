@@ -17,7 +17,9 @@ from npusim.cost.memory import chunk_params
 from npusim.cost.passes import exposed_behind
 from npusim.engine.pipeline import StageCost
 from npusim.engine.schedules import paired_fb
-from npusim.engine.step import StepInputs, dp_comms, fp8_casts, layer_spec, make_shard
+from npusim.cost.memory import recompute_set
+from npusim.cost.topology import host_capacities
+from npusim.engine.step import StepInputs, dp_comms, fp8_casts, layer_spec, make_shard, swap_comms
 from npusim.workload.passes import ChunkSpec
 from npusim.workload.layers import ACT_BYTES
 from npusim.workload.ops import Comm, Pass
@@ -25,9 +27,9 @@ from npusim.workload.passes import backward_pass, extras_forward, layer_forward,
 
 # Summary vector layout: time sums (kernels, GEMMs, attention, weight-gradient GEMMs, collectives by
 # class), matrix FLOPs and the number of layers summed.
-_C, _R, _G, _A, _TP, _CP, _EP, _PP, _DP, _FL, _W, _N, _NIC = range(13)
-_SLOTS = 13
-_COMM_SLOT = {"tp": _TP, "cp": _CP, "ep": _EP, "pp": _PP, "dp": _DP}
+_C, _R, _G, _A, _TP, _CP, _EP, _PP, _DP, _FL, _W, _N, _NIC, _OFF = range(14)
+_SLOTS = 14
+_COMM_SLOT = {"tp": _TP, "cp": _CP, "ep": _EP, "pp": _PP, "dp": _DP, "offload": _OFF}
 _MATRIX = ("gemm", "grouped_gemm", "attention")
 
 _ONE = ChunkSpec(0, 0, 0, False, False, 0)
@@ -72,9 +74,11 @@ def summarize(p: Pass, hw, precision: str, places: dict) -> list[float]:
         if "_wgrad" in op.name:
             v[_W] += t
     for c in p.comms:
-        pl = places[c.group]
+        pl = places.get(c.group)
         key = (h, c, pl)
         hit = _COMM_TIME.get(key)
+        if hit is None and c.kind == "offload":  # activation swap over the host link
+            hit = _COMM_TIME[key] = (c.bytes / host_capacities(hw)["host_d2h"], 0.0)
         if hit is None:
             nic = 0.0
             if pl.size > 1 and c.bytes > 0:
@@ -136,8 +140,10 @@ def finish(v: list[float], hw, plan, ep_cover: float | None = None) -> dict[str,
         budget = [kernels if ep_cover is None else ep_cover]
         ep_x = exposed_behind(ep, budget, hw, {"compute": 0.0})
         hidden += ep - ep_x
+    off = v[_OFF]  # swaps run on the host link beside everything else (the last layer never swaps)
+    off_x = max(0.0, off - kernels - tp_x - cp_x - ep_x - pp - dp_x)
     parts["compute"] += hidden * hw.derating.overlap_compute_slowdown
-    parts.update(tp_comm=tp_x, cp_comm=cp_x, ep_comm=ep_x, pp_comm=pp, dp_comm=dp_x)
+    parts.update(tp_comm=tp_x, cp_comm=cp_x, ep_comm=ep_x, pp_comm=pp, dp_comm=dp_x, offload=off_x)
     return parts
 
 
@@ -167,7 +173,8 @@ def paired_parts(fp: dict[str, float], bp: dict[str, float], hw) -> tuple[dict[s
 def _layer_key(model, hw, plan, sh, places, load_factor: float) -> tuple:
     """Memo key of one layer's summaries: everything the lowering and its costs read."""
     groups = tuple(places[g] for g in ("tp", "cp", "ep", "etp"))
-    return (oid(model), oid(hw), sh, plan.precision, plan.recompute, groups, load_factor)
+    return (oid(model), oid(hw), sh, plan.precision, plan.recompute, plan.recompute_modules,
+            plan.offload_activations, plan.offload_modules, plan.sp, groups, load_factor)
 
 
 def layer_summaries(model, hw, plan, sh, places, moe: bool, load_factor: float = 1.0, zero3_inp=None) -> tuple:
@@ -181,12 +188,17 @@ def layer_summaries(model, hw, plan, sh, places, moe: bool, load_factor: float =
     pr = plan.precision
     lf = layer_forward(model, sh, moe, load_factor)
     lb = backward_pass(lf)
-    rc = recompute_of(lf, plan.recompute)
+    rc = recompute_of(lf, plan.recompute, recompute_set(plan))
     f = summarize(lf, hw, pr, places)
     b = combine([(1, summarize(rc, hw, pr, places)), (1, summarize(lb, hw, pr, places))])
     if pr == "fp8":
         f = combine([(1, f), (1, summarize(Pass(fp8_casts(lf.ops)), hw, pr, places))])
         b = combine([(1, b), (1, summarize(Pass(fp8_casts(rc.ops) + fp8_casts(lb.ops)), hw, pr, places))])
+    swap_inp = StepInputs(model, hw, plan, sh.seq_len, 0, 0)
+    out_c, in_c = swap_comms(swap_inp, sh, moe, load_factor)
+    if out_c:  # every layer but a chunk's last swaps (``_chunk_sums`` takes one layer's swaps off)
+        f = combine([(1, f), (1, summarize(Pass(out_c), hw, pr, places))])
+        b = combine([(1, b), (1, summarize(Pass(in_c), hw, pr, places))])
     if zero3_inp is not None:
         g = summarize(Pass(dp_comms(zero3_inp, layer_spec(_ONE, moe), "zero3_param_gather", "all_gather", False)),
                       hw, pr, places)
@@ -224,6 +236,12 @@ def _chunk_sums(model, hw, plan, sh, spec, places, load_factor: float, seq_len: 
             f, b = layer_summaries(model, hw, plan, sh, places, moe, load_factor, z3)
             terms_f.append((n, f))
             terms_b.append((n, b))
+    last_moe = bool(spec.moe_layers)
+    if spec.layers and (plan.offload_activations or plan.offload_modules):  # the chunk's last layer stays
+        out_c, in_c = swap_comms(StepInputs(model, hw, plan, seq_len, 0, 0), sh, last_moe, load_factor)
+        if out_c:
+            terms_f.append((-1, summarize(Pass(out_c), hw, plan.precision, places)))
+            terms_b.append((-1, summarize(Pass(in_c), hw, plan.precision, places)))
     return combine(terms_f), combine(terms_b)
 
 

@@ -210,10 +210,16 @@ def _serving_values(axis: str, st: dict, c: dict) -> list:
     raise ValueError(f"no auto values for {axis!r}")
 
 
+MEMORY_OPTIONS = ("recompute_modules", "offload_activations", "offload_optimizer")
+"""Option axes that trade memory for time on any plan (docs/memory.md)."""
+
+
 def _option_values(axis: str, given: list, st: dict, c: dict) -> list:
     """The listed values of an option axis (``schedule``, ``a2a``, ``ep_overlap``) valid for the plan
     chosen so far: a schedule that fits vpp, pp and the micro-batch count (one schedule when pp = 1);
     a2a and ep_overlap only where experts are exchanged (MoE, ep > 1), else the first value listed."""
+    if axis in MEMORY_OPTIONS:  # memory levers apply to every plan (recompute_modules, swapping)
+        return given
     if axis != "schedule":
         return given if c["model"].is_moe and (st.get("ep") or 1) > 1 else given[:1]
     pp, vpp = st.get("pp") or 1, st.get("vpp") or 1

@@ -32,12 +32,16 @@ SERVING_AXES = ("tp", "pp", "moe_dispatch", "etp", "ep", "shared_tp", "sp", "pre
 NUMERIC_AXES = ("tp", "pp", "vpp", "cp", "ep", "etp", "zero", "micro_batch", "shared_tp")
 """Plan axes that accept a {min, max} range under ``plan: auto``."""
 METRICS = ("mfu", "tokens_per_s", "tokens_per_s_per_device", "tokens_per_s_per_card", "cost")
-OPTION_AXES = ("schedule", "a2a", "ep_overlap")
+OPTION_AXES = ("schedule", "a2a", "ep_overlap", "recompute_modules", "offload_activations", "offload_optimizer")
 """Plan options that ``plan: auto`` enumerates as axes when listed (only combinations valid for the
 plan around them: schedules that fit vpp / pp / the micro-batch count; a2a and ep_overlap only where
 experts are exchanged, ep > 1); ``auto`` as their value lists every choice."""
 OPTION_CHOICES = {"schedule": ["1f1b", "interleaved", "zb-h1", "zb-v", "dualpipe", "dualpipev"],
-                  "a2a": ["flat", "hierarchical"], "ep_overlap": [False, True]}
+                  "a2a": ["flat", "hierarchical"], "ep_overlap": [False, True],
+                  # the memory ladder of docs/memory.md: none, Pangu-style fine-grained, + permute
+                  "recompute_modules": ["", "core_attn+layernorm+mla_up_proj+moe_act",
+                                        "core_attn+layernorm+mla_up_proj+moe_act+permute"],
+                  "offload_activations": [0.0, 0.5, 1.0], "offload_optimizer": [0.0, 1.0]}
 DEFAULT_MAX_POINTS = 250_000
 """Largest sweep run without ``max_points`` / ``--max-points`` raised (about a minute of fast tier on
 two cores)."""

@@ -33,6 +33,8 @@ CASES = [
     ("mixtral-8x7b", "atlas-800t-a2", 32, "tp=4,ep=2,tp_extend_ep=1,pp=2,vpp=2,sp=1,zero=1,ep_overlap=1", 4096, 32),
     ("pangu-ultra-moe-718b", "atlas-800t-a2", 6144, "tp=8,pp=16,vpp=2,ep=4,tp_extend_ep=1,sp=1,zero=1,micro_batch=2",
      4096, 1536),
+    ("qwen3-30b-a3b", "atlas-800t-a2", 32, "tp=2,ep=8,pp=2,sp=1,recompute_modules=core_attn+layernorm+moe_act", 4096, 32),
+    ("llama3-8b", "atlas-800t-a2", 16, "tp=2,pp=2,offload_activations=0.5,offload_optimizer=1", 4096, 16),
 ]
 IDS = [f"{c[0]}-{c[3]}" for c in CASES]
 
@@ -48,7 +50,7 @@ def inputs(case):
     return model, hw, make_plan(parse_plan(plan)), TrainWorkload(seq_len=seq, global_batch=gb), devices
 
 
-OVERLAPPED = ("cp=2", "tp_comm_overlap=1", "zero=3", "ep_overlap=1")
+OVERLAPPED = ("cp=2", "tp_comm_overlap=1", "zero=3", "ep_overlap=1", "offload_activations")
 """Plans whose units the event engine runs as more than one chain (closed form approximates them)."""
 
 
