@@ -24,6 +24,9 @@ def register(sub) -> None:
             k.add_argument("--plan", action="append", type=plan_text("--plan"), default=None,
                            help="a plan to compare (repeat the flag); default: the simulate default")
             k.add_argument("--label", action="append", default=None, help="bar label per --plan (repeat)")
+        if kind == "memory":
+            k.add_argument("--by-module", action="store_true",
+                           help="the busiest rank's named breakdown, activations stacked by module")
         k.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
     v = kinds.add_parser("validate", help="predicted vs measured of a run-record CSV")
     v.add_argument("runs", help="run-record CSV (schema: docs/formats.md)")
@@ -122,6 +125,8 @@ def _figure(args):
         res = simulate_inputs(inp, keep_timeline=args.kind == "gantt")
         if args.kind == "gantt":
             return plots.pipeline_gantt(res), f"step time {res.step_time_s:.3f} s"
+        if args.by_module:
+            return plots.memory_breakdown_bar(res), f"peak {res.peak_memory_GB:.1f} GB"
         return plots.memory_bars(res, memory_per_rank(res, inp.hardware)), f"peak {res.peak_memory_GB:.1f} GB"
     if args.kind == "validate":
         from npusim.validate.compare import validate_runs

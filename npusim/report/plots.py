@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 PART_COLORS = {
@@ -152,6 +153,35 @@ def memory_bars(result, per_rank: list[dict] | None = None, title: str | None = 
     ax.set_ylim(0, max(bottom + [cap]) * 1.1)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     ax.set_title(title or "Memory per pipeline rank")
+    return fig
+
+
+def memory_breakdown_bar(result, title: str | None = None) -> Figure:
+    """The busiest rank's memory as its named breakdown (``extra.memory_breakdown_GB``): states,
+    activations stacked by module, then the transient workspace and communication buffers above the
+    peak the fit check uses, against the HBM capacity line."""
+    b = result.extra["memory_breakdown_GB"]
+    parts = [(k, float(b[k])) for k in ("weights", "gradients", "optimizer") if b.get(k)]
+    parts += [(f"activations: {m}", float(v)) for m, v in sorted(b.get("activations_by_module", {}).items()) if v > 0]
+    extra = [(k.replace("_", " "), float(b[k])) for k in ("workspace", "comm_buffers") if b.get(k)]
+    fig = Figure(figsize=(6.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    cmap = colormaps["tab20"]
+    bottom = 0.0
+    for i, (name, v) in enumerate(parts + extra):
+        hatch = "//" if (name, v) in extra else None
+        ax.bar([0], [v], 0.5, bottom=bottom, label=name, color=cmap(i % 20), hatch=hatch)
+        bottom += v
+    cap = result.hbm_capacity_GB
+    ax.axhline(cap, color="black", linestyle="--", linewidth=1.0, label=f"HBM {cap:.0f} GB")
+    ax.axhline(result.peak_memory_GB, color="grey", linestyle=":", linewidth=1.0,
+               label=f"peak (fit check) {result.peak_memory_GB:.1f} GB")
+    ax.set_xticks([0], ["busiest rank"])
+    ax.set_xlim(-1, 1)
+    ax.set_ylabel("memory per device (GB)")
+    ax.set_ylim(0, max(bottom, cap) * 1.1)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    ax.set_title(title or "Memory of the busiest rank by part and module")
     return fig
 
 

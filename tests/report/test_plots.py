@@ -62,6 +62,21 @@ def test_gantt_draws_one_bar_per_unit(results):
         plots.pipeline_gantt(results[0])
 
 
+def test_memory_breakdown_bar_stacks_activations_by_module():
+    from npusim.api import run_simulation
+
+    res = run_simulation("qwen3-30b-a3b", "atlas-800t-a2", "tp=2,ep=8,pp=2,sp=1,zero=1", devices=32, seq_len=4096,
+                         global_batch=32, micro_batch=1)
+    b = res.extra["memory_breakdown_GB"]
+    fig = plots.memory_breakdown_bar(res)
+    ax = fig.axes[0]
+    labels = [c.get_label() for c in ax.containers]
+    modules = [m for m, v in b["activations_by_module"].items() if v > 0]
+    assert all(f"activations: {m}" in labels for m in modules) and "weights" in labels
+    stacked = sum(c[0].get_height() for c in ax.containers)
+    assert stacked == pytest.approx(b["total"] + b.get("workspace", 0.0) + b.get("comm_buffers", 0.0), rel=1e-6)
+
+
 def test_memory_bars_per_rank_and_busiest(results):
     res = results[0]
     per_rank = memory_per_rank(res)
