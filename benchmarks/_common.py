@@ -29,3 +29,11 @@ def merge_plan(*parts: str) -> str:
                 k, _, v = item.partition("=")
                 out[k.strip()] = v.strip()
     return ",".join(f"{k}={v}" for k, v in out.items())
+
+
+def write_section(doc, begin: str, end: str, text: str) -> None:
+    """Replace what stands between the ``begin`` and ``end`` markers of the Markdown file ``doc``."""
+    body = doc.read_text()
+    head, rest = body.split(begin)
+    _, tail = rest.split(end)
+    doc.write_text(head + begin + "\n" + text + "\n" + end + tail)

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from _common import machine, table  # noqa: E402
+from _common import machine, table, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "engine.md"
@@ -133,10 +133,7 @@ def main() -> None:
         + (" (every 8th point of each spec)" if args.quick else " (all points of each spec)") + ".", "",
         tier])
     print(text)
-    doc = DOC.read_text()
-    head, rest = doc.split(BEGIN)
-    _, tail = rest.split(END)
-    DOC.write_text(head + BEGIN + "\n" + text + "\n" + END + tail)
+    write_section(DOC, BEGIN, END, text)
 
 
 if __name__ == "__main__":

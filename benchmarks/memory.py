@@ -11,7 +11,7 @@ import datetime
 import time
 from pathlib import Path
 
-from _common import machine, table
+from _common import machine, table, write_section
 
 from npusim.api import run_simulation
 
@@ -57,10 +57,7 @@ def main() -> None:
         f"- Machine: {machine()}", "- Rerun: `python benchmarks/memory.py`",
         f"- Published recipe: `{ULTRA}`, 6144 devices, seq 4096, global batch 1536", "", tab])
     print(text)
-    doc = DOC.read_text()
-    head, rest = doc.split(BEGIN)
-    _, tail = rest.split(END)
-    DOC.write_text(head + BEGIN + "\n" + text + "\n" + END + tail)
+    write_section(DOC, BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,18 @@ SMALL = {
 }
 """About 300 points: 2 device counts x 2 dense shapes x auto plans; runs in well under a second."""
 
+CHUNKED = {
+    "name": "chunked",
+    "hardware": "atlas-800t-a2",
+    "devices": [64, 128],
+    "workload": {"seq_len": 4096, "global_batch": 128},
+    "model": {"base": "qwen3-30b-a3b", "vary": {"num_experts": [64, 128]}},
+    "plan": {"auto": True, "cp": [1], "zero": [1], "micro_batch": [1]},
+    "objective": {"metric": "tokens_per_s"},
+    "tiers": {"full_top": 10, "batch_size": 40},
+}
+"""A MoE spec of many small chunks (batches of 40): long enough to interrupt, resume or lock."""
+
 MOE = {
     "name": "moe",
     "hardware": "atlas-800t-a2",

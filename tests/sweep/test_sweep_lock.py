@@ -13,23 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweep_helpers import SMALL, write_spec
+from sweep_helpers import CHUNKED, SMALL, write_spec
 
 from cli_helpers import cli
 from npusim.sweep.run import run_sweep
 from npusim.sweep.store import LOCK_FILE
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-SPEC = {
-    "name": "lock",
-    "hardware": "atlas-800t-a2",
-    "devices": [64, 128],
-    "workload": {"seq_len": 4096, "global_batch": 128},
-    "model": {"base": "qwen3-30b-a3b", "vary": {"num_experts": [64, 128]}},
-    "plan": {"auto": True, "cp": [1], "zero": [1], "micro_batch": [1]},
-    "objective": {"metric": "tokens_per_s"},
-    "tiers": {"full_top": 10, "batch_size": 40},
-}
+SPEC = {**CHUNKED, "name": "lock"}
 """About 6,000 points in chunks of 40 (as in test_sweep_resume): a few seconds, so signals land mid-sweep."""
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")

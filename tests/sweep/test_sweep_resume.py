@@ -10,20 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from sweep_helpers import write_spec
+from sweep_helpers import CHUNKED, write_spec
 
 from npusim.sweep.run import run_sweep
 
-SPEC = {
-    "name": "resume",
-    "hardware": "atlas-800t-a2",
-    "devices": [64, 128],
-    "workload": {"seq_len": 4096, "global_batch": 128},
-    "model": {"base": "qwen3-30b-a3b", "vary": {"num_experts": [64, 128]}},
-    "plan": {"auto": True, "cp": [1], "zero": [1], "micro_batch": [1]},
-    "objective": {"metric": "tokens_per_s"},
-    "tiers": {"full_top": 10, "batch_size": 40},
-}
+SPEC = {**CHUNKED, "name": "resume"}
 """About 6,000 points in chunks of 40: a few seconds of work, so a kill lands mid-sweep."""
 
 
