@@ -26,9 +26,16 @@ SPEC = {**CHUNKED, "name": "lock"}
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
 
 
+def _default_sigint() -> None:
+    """Give the sweep the default SIGINT handling even when the test runner was started as a
+    background job (which ignores SIGINT, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(spec: Path, out: Path, workers: int = 1) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "npusim.cli", "sweep", str(spec), "--out", str(out), "--workers", str(workers)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=_default_sigint)
 
 
 def _wait_for_chunks(proc: subprocess.Popen, out: Path, n: int) -> None:
