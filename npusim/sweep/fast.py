@@ -23,7 +23,7 @@ from npusim.config.plan import resolve_plan
 from npusim.config.schedules import names
 from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
-from npusim.cost.memory import chunk_params, state_bytes
+from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
 from npusim.cost.passes import named_sum
 from npusim.engine.pipeline import RankTrace
 from npusim.engine.schedules import pair_steady, paired_fb, schedule_orders
@@ -131,17 +131,34 @@ def _params(model, plan, spec):
     return hit
 
 
-def _chunk_act(model, plan, spec, sh, load_factor: float) -> float:
-    """``chunk_activation_bytes`` (what one micro-batch leaves in a chunk), memoised per layer kind:
-    identical layers add identical bytes, so only the chunk's shape and the plan fields it reads
-    enter the key."""
-    key = ("chunk", oid(model), _sig(spec), plan.precision, plan.tp, plan.sp, plan.recompute, plan.recompute_modules,
-           plan.offload_activations, plan.offload_modules, plan.flash_attention, plan.expert_ep, plan.expert_tp,
-           plan.cp, sh.tokens, sh.seq_len, load_factor)
+def _act_key(model, plan, sh, load_factor: float) -> tuple:
+    """The plan fields activation memory reads (``npusim.cost.memory.activation_terms``)."""
+    return (oid(model), plan.precision, plan.tp, plan.sp, plan.recompute, plan.recompute_modules,
+            plan.offload_activations, plan.offload_modules, plan.flash_attention, plan.expert_ep, plan.expert_tp,
+            plan.cp, sh.tokens, sh.seq_len, load_factor)
+
+
+def _layer_act(model, plan, sh, moe: bool, load_factor: float) -> float:
+    """``activation_bytes_per_layer``, memoised on the fields it reads."""
+    key = ("layer", moe) + _act_key(model, plan, sh, load_factor)
     hit = _ACT.get(key)
     if hit is None:
-        hit = _ACT[key] = chunk_activation_bytes(model, plan, spec, sh, load_factor)
+        hit = _ACT[key] = activation_bytes_per_layer(model, plan, sh, moe, load_factor)
     return hit
+
+
+def _chunk_act(model, plan, spec, sh, load_factor: float) -> float:
+    """``chunk_activation_bytes`` (what one micro-batch leaves in a chunk): identical layers add
+    identical bytes, so it is built from memoised per-layer terms, plus the chunk-level swap
+    correction when activations are offloaded."""
+    act = spec.dense_layers * _layer_act(model, plan, sh, False, 1.0) if spec.dense_layers else 0.0
+    if spec.moe_layers:
+        act += spec.moe_layers * _layer_act(model, plan, sh, True, load_factor)
+    if spec.head:
+        act += sh.tokens * model.vocab / plan.tp * 4.0
+    if plan.offload_activations or plan.offload_modules:
+        act = chunk_activation_bytes(model, plan, spec, sh, load_factor)
+    return act
 
 
 def memory(model, hw, plan, seq_len: int, places, m: int, load_factor: float = 1.0) -> dict[str, float]:
