@@ -81,6 +81,46 @@ def published_path() -> Path:
 
 
 # ---- header ------------------------------------------------------------------------------------
+LEGACY_COLUMNS = (
+    "id", "source", "reliability", "workload", "hardware", "devices", "model",
+    "layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab", "attention", "mlp",
+    "experts", "top_k", "shared_experts", "expert_ffn_hidden", "expert_groups", "dense_layers",
+    "seq_len", "global_batch", "micro_batch", "tp", "pp", "vpp", "cp", "ep", "etp", "dp",
+    "sp", "zero", "recompute", "precision", "master_weights", "routing",
+    "batch", "input_len", "output_len",
+    "measured_step_time_s", "measured_ttft_s", "measured_tpot_s", "measured_tokens_per_s_per_device",
+    "published_metric", "flop_convention", "notes",
+)
+"""The published-run schema as it was before the ``plan`` column (``shared/data/runs``): a CSV with
+exactly these columns is read with ``legacy_plan``."""
+LEGACY_ERA = {"megatron-eq3": "flash_attention=0,overlap_grad_reduce=0",
+              "korthikanti-eq7": "flash_attention=0,overlap_grad_reduce=0"}
+"""Megatron-LM of 2021-22 (Narayanan et al. SC21, Korthikanti et al. 2022): attention materialised,
+gradients all-reduced after the backward."""
+LEGACY_RECIPE = ("megatron-core", "nemo-automodel")
+"""NeMo / Megatron-Bridge recipes: sequence parallelism with TP, and the distributed optimizer."""
+LEGACY_NOTES = {"deepep": "a2a=hierarchical", "--use-mc2": "tp_comm_overlap=1"}
+"""What a legacy row's notes state about its run (DeepEP's node-deduplicated all-to-all; Ascend
+MC2's fused TP communication)."""
+
+
+def legacy_plan(raw: dict[str, str]) -> str:
+    """The ``plan`` of a row in the published schema without a plan column: the documented era and
+    recipe defaults of its ``flop_convention`` for blank cells, and the options its notes state.
+    The shipped published.csv carries these in its plan column."""
+    fc = raw.get("flop_convention", "").strip()
+    parts = [LEGACY_ERA[fc]] if fc in LEGACY_ERA else []
+    if fc in LEGACY_RECIPE:
+        tp = raw.get("tp", "").strip()
+        if not raw.get("sp", "").strip() and tp.isdigit() and int(tp) > 1:
+            parts.append("sp=1")
+        if not raw.get("zero", "").strip():
+            parts.append("zero=1")
+    notes = raw.get("notes", "").lower()
+    parts += [opt for key, opt in LEGACY_NOTES.items() if key in notes]
+    return ",".join(parts)
+
+
 def _check_header(src: str, header: list[str]) -> None:
     """Duplicate, unknown and missing columns of the header line (one message for each kind)."""
     from npusim.validate.schema import COLUMNS, MEASURED, REQUIRED_COLUMNS
@@ -175,6 +215,9 @@ def read_runs(path: str | Path) -> list["RunRecord"]:
         header = [h.strip() for h in next(reader)]
     except csv.Error as e:
         raise ConfigError(f"{src}:1", "<header>", "", f"cannot parse CSV: {e}") from None
+    legacy = "plan" not in header and sorted(header) == sorted(LEGACY_COLUMNS)
+    if legacy:  # the published schema before the plan column: each row's plan is derived from it
+        header = header + ["plan"]
     _check_header(src, header)
 
     adapter = TypeAdapter(RunRecord)
@@ -192,6 +235,8 @@ def read_runs(path: str | Path) -> list["RunRecord"]:
             raise ConfigError(where, "<row>", "", f"cannot parse CSV: {e}") from None
         if not cells or all(not c.strip() for c in cells):
             continue  # blank line
+        if legacy and len(cells) == len(header) - 1:
+            cells = cells + [legacy_plan(dict(zip(header, cells)))]
         if len(cells) != len(header):
             raise ConfigError(where, "<row>", len(cells), f"has {len(cells)} cells but the header has {len(header)}",
                               f"{len(header)} cells")

@@ -280,3 +280,18 @@ def test_records_are_frozen_dataclasses_validated_by_pydantic(by_id):
     assert dataclasses.replace(rec, hardware="nvidia-a100-sxm-80g").hardware == "nvidia-a100-sxm-80g"
     with pytest.raises(pydantic.ValidationError):
         dataclasses.replace(rec, devices=0)
+
+
+@needs_shared
+def test_the_published_schema_without_a_plan_column_still_reads():
+    """The reference CSV (``shared/data/runs``) has no ``plan`` column: its rows read with the plan
+    derived from their era/recipe defaults and notes (``legacy_plan``), and predict as the shipped
+    copy does except where the shipped plan cell states a recipe option (V077's EP overlap)."""
+    from npusim.validate.predict import predict_record
+
+    legacy = {r.id: r for r in read_runs(SHARED)}
+    shipped = {r.id: r for r in read_runs(published_path())}
+    assert set(legacy) == set(shipped)
+    differ = [i for i in shipped if legacy[i].plan != shipped[i].plan
+              and predict_record(legacy[i]) != pytest.approx(predict_record(shipped[i]), rel=1e-9)]
+    assert differ == ["V077"]
