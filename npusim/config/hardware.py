@@ -48,6 +48,35 @@ class ChipSpec(_Strict):
     """Citation for every number in this section."""
 
 
+class Protocol(_Strict):
+    """A low-latency transfer protocol a collective library can use instead of its bulk one on a
+    tier (NCCL's LL and LL128 beside Simple): fewer microseconds per step, part of the link's
+    bandwidth carrying flags instead of data. The tier's own ``latency_us`` and full bandwidth are
+    the bulk protocol; the fastest protocol alone is used for each collective."""
+
+    name: str
+    step_latency_us: PositiveFloat
+    """Latency of one algorithm step under this protocol, microseconds (replaces the tier's latency_us)."""
+    payload_fraction: float = Field(gt=0, le=1)
+    """Fraction of the bytes on the wire that are data (LL: 4 of 8 bytes; LL128: 120 of 128)."""
+    max_message_bytes: Optional[PositiveFloat] = None
+    """Largest collective buffer the library runs with this protocol (blank: any size; the
+    library's cost model decides, as NCCL's tuner does)."""
+
+
+class ScaleUpLevel(_Strict):
+    """The second level of a two-level switched scale-up domain (CloudMatrix384's UB: first-level
+    switches inside each server, second-level switches joining the servers of the SuperPoD)."""
+
+    first_level_devices: Count
+    """Devices under one first-level switch group (one server on CloudMatrix384)."""
+    bandwidth_GBps: PositiveFloat
+    """Per-device bandwidth per direction to devices under other first-level groups, GB/s."""
+    latency_us: PositiveFloat
+    """One-way latency between devices under different first-level groups, microseconds."""
+    source: str
+
+
 class ScaleUpSpec(_Strict):
     """Links inside the scale-up domain (NVLink/NVSwitch, HCCS full mesh, UB, PCIe)."""
 
@@ -61,6 +90,15 @@ class ScaleUpSpec(_Strict):
     """One-hop latency, microseconds."""
     domain_devices: Optional[Count] = None
     """Devices in one scale-up domain when it is larger than a server (CloudMatrix384: 384)."""
+    second_level: Optional[ScaleUpLevel] = None
+    """Second switch level of a two-level scale-up domain (blank: one level, every pair of
+    devices one switch apart)."""
+    in_switch_reduction_latency_us: Optional[PositiveFloat] = None
+    """The switches reduce in the network (NVLink SHARP, NCCL's NVLS algorithm on NVSwitch 3): an
+    all-reduce inside one domain sends each rank's buffer up once and receives the reduced result
+    once, after this fixed latency in microseconds. Blank: the switches do not reduce."""
+    protocols: tuple[Protocol, ...] = ()
+    """Low-latency protocols beside the bulk one on this tier (empty: the bulk protocol only)."""
     source: str
 
 
@@ -83,10 +121,35 @@ class NodeSpec(_Strict):
     """One server."""
 
     devices_per_node: Count
+    """Devices (chips) per server."""
+    chips_per_card: Count = 1
+    """Devices (chips) on one card or module: 2 on an Atlas 300I Duo (two 310P), 1 for a 910B module
+    or a GPU. Run records and ``--cards`` count cards; parallel sizes and ``--devices`` count chips."""
+    devices_per_cpu: Optional[Count] = None
+    """Devices whose PCIe root complex is one host CPU (None: all devices of the server, or a fabric
+    that does not go through the CPU). Traffic between devices of different CPUs crosses the
+    inter-socket path at ``cross_cpu_GBps``."""
+    cross_cpu_GBps: Optional[PositiveFloat] = None
+    """Per-device rate, per direction, of device traffic between CPUs of one server (needed with
+    ``devices_per_cpu``)."""
+    cross_cpu_latency_us: Optional[PositiveFloat] = None
+    """Latency of one step of device traffic between CPUs (needed with ``devices_per_cpu``)."""
     scale_up: ScaleUpSpec
     host: Optional[HostSpec] = None
     """Host link and CPUs (None: offload unavailable on this profile)."""
     source: str
+
+    @model_validator(mode="after")
+    def _check_node(self) -> "NodeSpec":
+        if self.devices_per_node % self.chips_per_card:
+            raise ValueError(f"devices_per_node ({self.devices_per_node}) must be a multiple of chips_per_card "
+                             f"({self.chips_per_card})")
+        if self.devices_per_cpu is not None:
+            if self.devices_per_node % self.devices_per_cpu or self.devices_per_cpu % self.chips_per_card:
+                raise ValueError("devices_per_cpu must divide devices_per_node and be a multiple of chips_per_card")
+            if self.cross_cpu_GBps is None or self.cross_cpu_latency_us is None:
+                raise ValueError("devices_per_cpu needs cross_cpu_GBps and cross_cpu_latency_us")
+        return self
 
 
 class ScaleOutSpec(_Strict):
@@ -104,6 +167,12 @@ class ScaleOutSpec(_Strict):
     """Leaf-to-spine oversubscription (1 = non-blocking)."""
     nodes_per_leaf: Count = 16
     """Servers under one leaf switch; traffic beyond them crosses the spine."""
+    planes: Count = 1
+    """Independent network planes (a multi-plane fat tree, as DeepSeek-V3's: NIC i of every server
+    on plane i mod planes, the planes not connected to each other). Traffic between devices on
+    different planes is first forwarded over the scale-up fabric to a peer on the right plane."""
+    protocols: tuple[Protocol, ...] = ()
+    """Low-latency protocols beside the bulk one on this tier (empty: the bulk protocol only)."""
     source: str
 
 
@@ -202,6 +271,18 @@ class HardwareProfile(_Strict):
         dom = self.node.scale_up.domain_devices
         if dom is not None and dom % self.node.devices_per_node:
             raise ValueError("node.scale_up.domain_devices must be a multiple of devices_per_node")
+        lvl = self.node.scale_up.second_level
+        if lvl is not None:
+            if self.node.scale_up.topology != "switch":
+                raise ValueError("node.scale_up.second_level needs topology: switch")
+            if self.scale_up_devices % lvl.first_level_devices or lvl.first_level_devices >= self.scale_up_devices:
+                raise ValueError(f"node.scale_up.second_level.first_level_devices ({lvl.first_level_devices}) "
+                                 f"must divide the scale-up domain ({self.scale_up_devices} devices) and be smaller")
+        if self.node.scale_up.in_switch_reduction_latency_us is not None and self.node.scale_up.topology != "switch":
+            raise ValueError("node.scale_up.in_switch_reduction_latency_us needs topology: switch")
+        if self.node.devices_per_node % self.cluster.planes:
+            raise ValueError(f"cluster.planes ({self.cluster.planes}) must divide node.devices_per_node "
+                             f"({self.node.devices_per_node})")
         return self
 
     @property

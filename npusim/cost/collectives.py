@@ -36,8 +36,10 @@ def group_layout(plan) -> dict[str, tuple[int, int]]:
 def placements(plan, hw) -> dict[str, Placement]:
     """Placement of every group kind of the plan on the profile's topology."""
     dom = hw.scale_up_devices
+    lvl = hw.node.scale_up.second_level
+    first_level = lvl.first_level_devices if lvl is not None else 0
     out = {}
     for name, (size, stride) in group_layout(plan).items():
         out[name] = place_group(size, stride, dom, hw.cluster.nodes_per_leaf, hw.node.devices_per_node,
-                                hw.cluster.topology)
+                                hw.cluster.topology, first_level=first_level, planes=hw.cluster.planes)
     return out

@@ -6,7 +6,7 @@ import pytest
 
 from npusim.config.hardware import load_profile
 from npusim.config.plan import ParallelPlan
-from npusim.cost.algorithms import collective_plan, ring, stages_time
+from npusim.cost.algorithms import collective_plan, in_switch, ring, stages_time, wires
 from npusim.cost.collectives import collective_time, group_layout, placements
 from npusim.cost.topology import Placement, build_graph, place_group, tiers_of
 from npusim.workload.ops import Comm
@@ -71,13 +71,14 @@ def test_ring_all_reduce_is_twice_reduce_scatter(hwname, size, stride):
     pl = place_group(size, stride, hw.scale_up_devices, hw.cluster.nodes_per_leaf, hw.node.devices_per_node)
     t = tiers_of(hw)
     for nbytes in (1 * MB, 256 * MB):
-        ar = stages_time(ring(comm("all_reduce", "x", size, nbytes), pl, t, hw)) + hw.derating.collective_launch_us * 1e-6
-        rs = collective_time(comm("reduce_scatter", "x", size, nbytes), pl, hw)
-        ag = collective_time(comm("all_gather", "x", size, nbytes), pl, hw)
-        launch = hw.derating.collective_launch_us * 1e-6  # paid once per call
-        assert rs > launch
-        assert ar - launch == pytest.approx(2 * (rs - launch), rel=1e-12)
-        assert ag == pytest.approx(rs, rel=1e-12)
+        c = comm("all_reduce", "x", size, nbytes)
+        for _, w in wires(c, t, hw):  # under every protocol the profile allows
+            ar = stages_time(ring(c, pl, t, hw, w))
+            rs = stages_time(ring(comm("reduce_scatter", "x", size, nbytes), pl, t, hw, w))
+            ag = stages_time(ring(comm("all_gather", "x", size, nbytes), pl, t, hw, w))
+            assert rs > 0
+            assert ar == pytest.approx(2 * rs, rel=1e-12)
+            assert ag == pytest.approx(rs, rel=1e-12)
 
 
 def test_zero_size_or_single_rank_is_free(h100):
@@ -167,22 +168,137 @@ def test_build_graph(hwname, devices):
     assert nx.is_connected(g)
 
 
-@pytest.mark.parametrize("hwname", ["nvidia-h100-sxm-80g", "atlas-800t-a2"])
+@pytest.mark.parametrize("hwname", ["nvidia-h100-sxm-80g", "nvidia-a100-sxm-80g", "atlas-800t-a2"])
 def test_small_all_reduce_takes_a_latency_optimal_algorithm(hwname):
     """A small TP all-reduce (a decode step's 16 KiB) takes one step (one-shot), a large one the
-    bandwidth-optimal ring/mesh; the time never exceeds the ring's."""
+    bandwidth-optimal ring/mesh or the switch's in-network reduction; the time never exceeds the
+    bulk ring's."""
     hw = load_profile(hwname)
     pl = place_group(8, 1, hw.scale_up_devices, hw.cluster.nodes_per_leaf, hw.node.devices_per_node)
     small, large = comm("all_reduce", "tp", 8, 16384), comm("all_reduce", "tp", 8, 256 * MB)
     t = tiers_of(hw)
-    assert collective_plan(large, pl, hw)[0] == "ring"
+    bulk = wires(small, t, hw)[0][1]
+    assert collective_plan(large, pl, hw)[0] == ("in_switch" if hw.node.scale_up.in_switch_reduction_latency_us
+                                                 else "ring")
     for c in (small, large):
         _, st = collective_plan(c, pl, hw)
-        assert stages_time(st) <= stages_time(ring(c, pl, t, hw)) + 1e-15
+        assert stages_time(st) <= stages_time(ring(c, pl, t, hw, bulk)) + 1e-15
     if not t.full_mesh:  # NVSwitch ring: 14 latency steps vs one
-        assert collective_plan(small, pl, hw)[0] == "one_shot"
+        assert collective_plan(small, pl, hw)[0].split(":")[0] == "one_shot"
         lat = t.scale_up_latency_us * 1e-6
-        assert stages_time(ring(small, pl, t, hw)) - stages_time(collective_plan(small, pl, hw)[1]) > 10 * lat
+        assert stages_time(ring(small, pl, t, hw, bulk)) - stages_time(collective_plan(small, pl, hw)[1]) > 10 * lat
+
+
+def test_in_switch_reduction_moves_one_buffer_each_way(h100):
+    """NVLS all-reduce of S over k=8: S (1 + 1/8) bytes through the port after the switch latency,
+    against the ring's 2 (k-1)/k S = 1.75 S; a domain without it never picks it."""
+    pl = place_group(8, 1, 8, 32, 8)
+    t = tiers_of(h100)
+    c = comm("all_reduce", "tp", 8, 256 * MB)
+    (st,) = in_switch(c, pl, t, h100, wires(c, t, h100)[0][1])
+    rate = 450e9 * h100.derating.scale_up_fraction
+    assert stages_time([st]) == pytest.approx(25e-6 + 1.125 * 256 * MB / rate)
+    ratio = stages_time(ring(c, pl, t, h100, wires(c, t, h100)[0][1])) / stages_time([st])
+    assert 1.5 < ratio < 1.56  # (1.75 S / r + 14 x 2 us) / (1.125 S / r + 25 us)
+    assert in_switch(c, pl, t, load_profile("nvidia-a100-sxm-80g"), wires(c, t, h100)[0][1]) is None
+    across = place_group(16, 1, 8, 32, 8)  # two servers: the switch reduces inside one domain only
+    assert in_switch(c, across, t, h100, wires(c, t, h100)[0][1]) is None
+
+
+def test_low_latency_protocol_wins_only_mid_size_messages(h100):
+    """LL (0.6 us per step, half the wire carries data) beats the bulk ring when steps dominate and
+    loses when bytes do; a profile without protocols offers only the bulk one."""
+    t = tiers_of(h100)
+    pl = place_group(16, 8, 8, 32, 8)  # two servers, one rank each: ring with one NIC step
+    a2 = load_profile("atlas-800t-a2")
+    assert [n for n, _ in wires(comm("all_reduce", "tp", 8, 1024), tiers_of(a2), a2)] == [""]
+    names = [n for n, _ in wires(comm("all_reduce", "tp", 8, 1024), t, h100)]
+    assert names == ["", "LL", "LL128"]
+    pl = place_group(8, 1, 8, 32, 8)
+    for nbytes, expect in ((1 * MB, "ring:LL"), (512 * MB, "in_switch")):
+        c = comm("reduce_scatter", "tp", 8, nbytes) if expect == "ring:LL" else comm("all_reduce", "tp", 8, nbytes)
+        name, st = collective_plan(c, pl, h100)
+        if expect == "ring:LL":  # 7 steps x 0.6 us + 2 x 7/8 MB / r  <  7 x 2 us + 7/8 MB / r
+            rate = 450e9 * h100.derating.scale_up_fraction
+            assert name == "ring:LL"
+            assert stages_time(st) == pytest.approx(7 * 0.6e-6 + 2 * 7 / 8 * MB / rate)
+        else:
+            assert name == expect
+    big = comm("reduce_scatter", "tp", 8, 512 * MB)
+    assert collective_plan(big, pl, h100)[0] == "ring"
+
+
+def test_protocol_size_limit_is_honoured(h100):
+    """A protocol with ``max_message_bytes`` is not offered above it."""
+    su = h100.node.scale_up
+    capped = tuple(p.model_copy(update={"max_message_bytes": 4096}) for p in su.protocols)
+    hw = h100.model_copy(update={"node": h100.node.model_copy(update={"scale_up": su.model_copy(update={"protocols": capped})})})
+    t = tiers_of(hw)
+    assert [n for n, _ in wires(comm("all_reduce", "tp", 8, 4096), t, hw)] == ["", "LL", "LL128"]
+    assert [n for n, _ in wires(comm("all_reduce", "tp", 8, 8192), t, hw)] == [""]
+
+
+def test_two_level_scale_up_slows_only_groups_across_first_level_switches():
+    """CloudMatrix384: a TP group inside one node stays on the first level; one spread over nodes
+    of the UB domain moves at the second level's rate and latency."""
+    cm = load_profile("cloudmatrix-384")
+    lvl = cm.node.scale_up.second_level
+    inside = place_group(8, 1, 384, 16, 8, first_level=8)
+    across = place_group(16, 1, 384, 16, 8, first_level=8)
+    spread = place_group(8, 8, 384, 16, 8, first_level=8)
+    assert not inside.cross_switch and across.cross_switch and spread.cross_switch
+    c = comm("all_gather", "tp", 8, 64 * MB)
+    t = tiers_of(cm)
+    frac = cm.derating.scale_up_fraction
+    (p_in,), = collective_plan(c, inside, cm)[1]
+    (p_sp,), = collective_plan(c, spread, cm)[1]
+    assert p_in.rate_Bps == pytest.approx(392e9 * frac) and p_in.latency_s == pytest.approx(7 * 0.5e-6)
+    assert p_sp.rate_Bps == pytest.approx(lvl.bandwidth_GBps * 1e9 * frac)
+    assert p_sp.latency_s == pytest.approx(7 * lvl.latency_us * 1e-6)
+    assert t.scale_up_l2_GBps == lvl.bandwidth_GBps
+
+
+def test_multi_plane_forwards_cross_plane_traffic_over_scale_up(h100):
+    """On an 8-plane network (NIC i on plane i), a flat EP all-to-all across servers forwards the
+    7/8 of its NIC bytes bound for other planes over NVLink; a DP group (one rank per server, same
+    local index) and the hierarchical all-to-all's inter stage stay on their plane."""
+    co = h100.cluster.model_copy(update={"planes": 8})
+    mp = h100.model_copy(update={"cluster": co})
+    ep = placements(ParallelPlan(tp=1, dp=16, ep=16), mp)["ep"]
+    dp = placements(ParallelPlan(tp=8, dp=2), mp)["dp"]
+    assert ep.planes == 8 and dp.planes == 1
+    c = comm("all_to_all", "ep", 16, 64 * MB)
+    (stage,) = collective_plan(c, ep, mp)[1]
+    nic = [p for p in stage if p.tier == "nic"][0]
+    su = [p for p in stage if p.tier == "su"]
+    assert len(su) == 2  # the intra-server share and the forward
+    assert sum(p.bytes for p in su) == pytest.approx(64 * MB * 7 / 16 + nic.bytes * 7 / 8)
+    (flat,) = collective_plan(c, placements(ParallelPlan(tp=1, dp=16, ep=16), h100)["ep"], h100)[1]
+    assert len([p for p in flat if p.tier == "su"]) == 1
+    inter = comm("all_to_all_inter", "ep", 16, 64 * MB)
+    assert all(p.tier == "nic" for st in collective_plan(inter, ep, mp)[1] for p in st)
+
+
+def test_multi_plane_graph_has_no_link_between_planes(h100):
+    """Each plane has its own leaves and spine: the only path between planes runs through a
+    server's scale-up switch."""
+    mp = h100.model_copy(update={"cluster": h100.cluster.model_copy(update={"planes": 8})})
+    g = build_graph(mp, 8 * 32 * 8 * 2)
+    spines = [n for n in g.nodes if n[0] == "spine"]
+    assert len(spines) == 8
+    for n in [n for n in g.nodes if n[0] == "su_switch"]:
+        g.remove_node(n)
+    parts = list(nx.connected_components(g))
+    assert len(parts) == 8
+    assert tiers_of(mp) == tiers_of(h100)
+
+
+def test_planes_must_divide_the_server(h100):
+    from npusim.config.hardware import HardwareProfile
+    bad = h100.model_dump()
+    bad["cluster"]["planes"] = 3
+    with pytest.raises(ValueError, match="planes"):
+        HardwareProfile.model_validate(bad)
 
 
 def test_cross_domain_all_reduce_latency_grows_with_log_of_domains_under_tree(h100):

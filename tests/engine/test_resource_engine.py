@@ -155,3 +155,28 @@ def test_zero3_step_grows_with_dp_once_gathers_are_latency_bound():
         steps.append(r.step_time_s)
     assert steps[0] < steps[1] < steps[2]
     assert steps[2] > 1.2 * steps[0]
+
+
+def test_multi_plane_forwarding_loads_the_scale_up_link(h100):
+    """On an 8-plane network a flat EP all-to-all over two servers forwards 7/8 of its NIC bytes over
+    NVLink (PXN): the scale-up link is busy for exactly those bytes longer, and a TP all-gather
+    running beside it ends later than on a one-plane network; the NIC is as busy as before."""
+    mp = h100.model_copy(update={"cluster": h100.cluster.model_copy(update={"planes": 8})})
+    ep_pl = place_group(16, 1, 8, 32, 8, planes=8)
+    one_pl = place_group(16, 1, 8, 32, 8)
+    tp_pl = place_group(8, 1, 8, 32, 8)
+    B = 256e6
+    a2a = Comm("ep_dispatch", "ep", "all_to_all", "ep", 16, B, overlappable=True)
+    ag = Comm("tp_ag", "tp", "all_gather", "tp", 8, B, overlappable=True)
+    ov = Overlap(ep=True, tp=True)
+    runs = {}
+    for name, hw, pl in (("planes", mp, ep_pl), ("flat", h100, one_pl)):
+        places = {"ep": pl, "tp": tp_pl}
+        runs[name] = run_unit(build_graph([[a2a], [ag]], ov), hw, "bf16", places, {})
+    nic_bytes = B * 8 / 16
+    su_cap = 450e9 * h100.derating.scale_up_fraction
+    extra = runs["planes"].busy_s["su"] - runs["flat"].busy_s["su"]
+    assert extra == pytest.approx(nic_bytes * 7 / 8 / su_cap, rel=1e-6)
+    assert runs["planes"].busy_s["nic"] == pytest.approx(runs["flat"].busy_s["nic"])
+    end = {k: max(e for _, n, _, e in r.slices if n == "tp_ag") for k, r in runs.items()}
+    assert end["planes"] > end["flat"] * 1.05
