@@ -10,7 +10,7 @@ import sys
 
 from npusim.cli_util import Parser
 
-COMMANDS = ["simulate", "validate", "calibrate", "catalog", "plot", "trace", "moe", "sweep", "plan", "microbench", "compare"]
+COMMANDS = ["simulate", "validate", "calibrate", "catalog", "plot", "trace", "moe", "sweep", "plan", "microbench", "compare", "serve"]
 
 
 def build_parser() -> Parser:

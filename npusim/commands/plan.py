@@ -4,17 +4,21 @@ from __future__ import annotations
 import json
 
 from npusim.cli_util import plan_text, positive_float, positive_int
+from npusim.commands.plan_serve import register_serve, run_serve
 
 
 def register(sub) -> None:
     """Add this command's parser."""
-    p = sub.add_parser("plan", help="capacity planning: devices and plan to train N tokens within a deadline")
+    p = sub.add_parser("plan", help="capacity planning: devices and plan to train N tokens within a deadline, "
+                                    "or cards and instance layout to serve a request rate (--serve)")
     p.add_argument("--model", required=True, help="preset name, model YAML or HF config.json")
     p.add_argument("--hardware", required=True, help="profile preset name or YAML path")
-    p.add_argument("--tokens", required=True, help="training tokens, e.g. 10T, 500B, 1.5e12")
-    goal = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--tokens", default=None, help="training tokens, e.g. 10T, 500B, 1.5e12 (required for training)")
+    goal = p.add_mutually_exclusive_group()
     goal.add_argument("--days", type=positive_float("--days"), help="deadline: find the smallest device count")
-    goal.add_argument("--devices", type=positive_int("--devices"), help="device count: find the days it takes")
+    goal.add_argument("--devices", type=positive_int("--devices"),
+                      help="training: device count, find the days it takes; --serve: devices of one instance")
+    register_serve(p)
     p.add_argument("--seq-len", type=positive_int("--seq-len"), default=4096)
     p.add_argument("--global-batch", type=positive_int("--global-batch"), default=1536)
     p.add_argument("--plan", type=plan_text("--plan"), default=None,
@@ -37,6 +41,11 @@ def run(args) -> int:
     from npusim.config.workload import TrainWorkload
     from npusim.sweep.capacity import parse_tokens, plan_capacity
 
+    if args.serve:
+        return run_serve(args)
+    if args.tokens is None or (args.days is None and args.devices is None):
+        raise ConfigError("--tokens", "tokens", args.tokens, "training capacity needs --tokens and --days or --devices",
+                          "--tokens N with --days D or --devices N; or --serve")
     if not 0.0 <= args.headroom < 0.9:
         raise ConfigError("--headroom", "headroom", args.headroom, "out of range", "0 <= headroom < 0.9")
     tokens = parse_tokens(args.tokens)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from npusim.cli_util import int_in, plan_text, positive_int
+from npusim.cli_util import int_in, plan_text, positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--micro-batch", type=positive_int("--micro-batch"), default=None)
     p.add_argument("--recompute", choices=["none", "selective", "full"], default=None)
     serve = p.add_argument_group("serving (--workload prefill|decode)")
+    serve.add_argument("--cards", type=positive_int("--cards"), default=None,
+                       help="cards instead of --devices: devices = cards x the profile's chips_per_card "
+                            "(an Atlas 300I Duo card holds 2 chips)")
     serve.add_argument("--batch", type=positive_int("--batch"), default=None, help="concurrent sequences (all devices)")
     serve.add_argument("--input-len", type=positive_int("--input-len"), default=2048,
                        help="prompt length (prefill) or context of the decode step")
@@ -30,7 +33,9 @@ def register(sub) -> None:
     serve.add_argument("--draft-tokens", type=int_in("--draft-tokens", 0, 16), default=0, help="speculative (MTP) tokens verified per step")
     serve.add_argument("--accepted-tokens", type=float, default=0.0, help="mean accepted draft tokens per step")
     serve.add_argument("--block-size", type=int_in("--block-size", 0, 10_000_000), default=0, help="block (diffusion-style) decoding: tokens per block")
-    serve.add_argument("--denoise-steps", type=int_in("--denoise-steps", 0, 10_000), default=0, help="block decoding: forward passes per block")
+    serve.add_argument("--denoise-steps", type=positive_float("--denoise-steps"), default=0.0,
+                       help="block decoding: expected forward passes per block (1..block size; a confidence-threshold "
+                            "sampler's mean may be fractional)")
     p.add_argument("--flop-convention", choices=["npusim", "megatron", "palm"], default="npusim",
                    help="MFU numerator: npusim (causal attention halved), megatron (Korthikanti Eq. 7), palm")
     p.add_argument("--trace", default=None, metavar="FILE.json",
@@ -48,6 +53,10 @@ def run(args) -> int:
     """Run one simulation and print it."""
     if args.workload != "train":
         return _run_serving(args)
+    if args.cards is not None:
+        from npusim.config.errors import ConfigError
+
+        raise ConfigError("--cards", "cards", args.cards, "a serving flag", "--devices for training")
     from npusim.api import run_simulation
 
     if args.trace is not None:
@@ -79,13 +88,27 @@ def _run_serving(args) -> int:
     if args.trace is not None:
         raise ConfigError("--trace", "trace", args.trace, "timelines are written for training steps only",
                           "--workload train")
-    devices = args.devices or 8
+    devices = serving_devices(args)
     res = run_serving(args.model, args.hardware, args.plan, devices, args.workload, batch=args.batch or devices,
                       input_len=args.input_len, output_len=args.output_len, draft_tokens=args.draft_tokens,
                       accepted_tokens=args.accepted_tokens, block_size=args.block_size,
                       denoise_steps=args.denoise_steps)
     _print(res, args.json)
     return 0
+
+
+def serving_devices(args) -> int:
+    """Devices (chips) of a serving run: ``--devices``, or ``--cards`` x the profile's chips per card
+    (default 8 devices); one-line error when both are given."""
+    from npusim.config.errors import ConfigError
+    from npusim.config.hardware import load_profile
+
+    if args.cards is not None and args.devices is not None:
+        raise ConfigError("--cards", "cards", args.cards, "give --cards or --devices, not both",
+                          "--cards N (cards) or --devices N (chips)")
+    if args.cards is not None:
+        return args.cards * load_profile(args.hardware).node.chips_per_card
+    return args.devices or 8
 
 
 def _print(res, as_json: bool) -> None:

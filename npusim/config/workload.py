@@ -43,8 +43,10 @@ class InferenceWorkload(StrictModel):
     """Mean draft tokens accepted per step (0..draft_tokens); tokens per step = 1 + accepted."""
     block_size: int = Field(0, ge=0, le=MAX_SEQ_LEN)
     """Diffusion-style block decoding: tokens decoded in parallel per block (0 = autoregressive)."""
-    denoise_steps: int = Field(0, ge=0, le=10_000)
-    """Forward passes per block in block decoding."""
+    denoise_steps: float = Field(0.0, ge=0, le=10_000)
+    """Expected forward passes per block in block decoding (a fixed step count, or the mean a
+    confidence-threshold sampler takes: any value from 1 to block_size). Queries inside a block
+    attend to each other both ways (bidirectional)."""
 
     @model_validator(mode="after")
     def _check(self) -> "InferenceWorkload":
@@ -52,6 +54,9 @@ class InferenceWorkload(StrictModel):
             raise ValueError(f"accepted_tokens ({self.accepted_tokens}) exceeds draft_tokens ({self.draft_tokens})")
         if (self.block_size > 0) != (self.denoise_steps > 0):
             raise ValueError("block decoding needs both block_size and denoise_steps")
+        if self.block_size and not 1 <= self.denoise_steps <= self.block_size:
+            raise ValueError(f"denoise_steps ({self.denoise_steps}) must be within 1..block_size ({self.block_size}): "
+                             "a block takes at least one pass and finalises at least one token per pass")
         if self.block_size and self.draft_tokens:
             raise ValueError("draft_tokens and block decoding are exclusive")
         if self.kind == "prefill" and (self.draft_tokens or self.block_size):

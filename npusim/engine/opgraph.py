@@ -29,10 +29,12 @@ A pass lists its kernels and collectives in program order (``Pass.items``). Its 
   ahead (as ZeRO-3 gathers) and the layer's first backward item waits for it.
 
 Two passes in one unit (an overlapped forward + backward pair) are two independent graphs.
+``ping_pong`` ties two identical passes to one compute stream the way two-batch overlap issues
+them (serving's TBO): the halves' kernels alternate segment by segment between all-to-alls.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npusim.workload.ops import Comm, Op
 
@@ -229,3 +231,32 @@ def _chain_nodes(items: list, ov: Overlap, chain: int, nodes: list[Node]) -> Non
         pending = []
         if name in FORKS:
             fork = last_main
+
+
+def tbo_segments(nodes: list[Node], chain: int) -> list[list[int]]:
+    """Indices of ``chain``'s kernels, split at its EP collectives (stages of a two-batch overlap)."""
+    segs: list[list[int]] = [[]]
+    for i, n in enumerate(nodes):
+        if n.chain != chain:
+            continue
+        if isinstance(n.item, Comm) and n.item.kind == "ep":
+            if segs[-1]:
+                segs.append([])
+        elif isinstance(n.item, Op):
+            segs[-1].append(i)
+    return [s for s in segs if s]
+
+
+def ping_pong(nodes: list[Node]) -> list[Node]:
+    """Chains 0 and 1 on one compute stream in two-batch-overlap order: half A's kernels up to its
+    next all-to-all, then half B's, then A's next segment, and so on (SGLang / DeepEP two-batch
+    overlap), so each half's all-to-all runs while the other half computes. Adds the stream-order
+    dependencies: B's segment k waits for A's segment k, A's segment k + 1 for B's segment k."""
+    a, b = tbo_segments(nodes, 0), tbo_segments(nodes, 1)
+    extra: dict[int, set[int]] = {}
+    for k in range(min(len(a), len(b))):
+        extra.setdefault(b[k][0], set()).add(a[k][-1])
+        if k + 1 < len(a):
+            extra.setdefault(a[k + 1][0], set()).add(b[k][-1])
+    return [replace(n, deps=tuple(sorted(set(n.deps) | extra[i]))) if i in extra else n
+            for i, n in enumerate(nodes)]

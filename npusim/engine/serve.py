@@ -7,15 +7,23 @@ decode (TPOT = step / output tokens per step, which speculative and block decodi
 from __future__ import annotations
 
 from npusim.config.errors import ConfigError
+from dataclasses import replace
+
 from npusim.cost.collectives import collective_time, placements
-from npusim.cost.compute import matrix_dtype
-from npusim.cost.passes import named_sum, pass_parts
+from npusim.cost.compute import matrix_dtype, op_time
+from npusim.cost.passes import named_sum
+from npusim.engine.opgraph import Overlap, build_graph, ping_pong
 from npusim.engine.pipeline import StageCost, simulate_pipeline
+from npusim.engine.unit import UnitRun, run_unit
+from npusim.engine.unitcost import combine_runs, hidden_of, shrink_spec
+from npusim.engine.serve_setup import comm_view, serving_memory
+from npusim.engine.step import routing_spec
 from npusim.result import Result
 from npusim.workload.layers import ACT_BYTES, elementwise
 from npusim.workload.ops import Comm, Pass
 from npusim.workload.passes import chunk_specs
-from npusim.workload.serving import ServeShard, kv_elems_per_token, serve_head, serve_layer
+from npusim.workload.serving import (WEIGHT_BYTES, ServeShard, expert_slots, kv_bytes, moe_load_factor, serve_head,
+                                     serve_layer, weight_bytes)
 
 
 def resolve_serving_plan(plan, model, devices: int, batch: int, source: str = "--plan"):
@@ -37,9 +45,16 @@ def resolve_serving_plan(plan, model, devices: int, batch: int, source: str = "-
         raise bad("pp", plan.pp, f"more stages than layers ({model.layers})", f"<= {model.layers}")
     group = plan.tp * dp
     etp = plan.etp or 1
+    if WEIGHT_BYTES[plan.weight_dtype if plan.weight_dtype != "auto" else "int8"] > WEIGHT_BYTES[plan.precision] and not plan.weight_only:
+        raise bad("weight_dtype", plan.weight_dtype, f"wider than the GEMM precision ({plan.precision})",
+                  "int4, int8 or fp8 with precision=int8/fp8; any with 16-bit precision")
+    if plan.ep_overlap and plan.moe_dispatch != "alltoall":
+        raise bad("ep_overlap", 1, "two-batch overlap hides the all-to-all dispatch", "moe_dispatch=alltoall")
     if model.is_moe:
-        if model.experts % plan.ep:
-            raise bad("ep", plan.ep, f"does not divide experts ({model.experts})", "a divisor of the expert count")
+        slots = model.experts + plan.redundant_experts
+        if slots % plan.ep:
+            raise bad("ep", plan.ep, f"does not divide experts + redundant_experts ({model.experts} + "
+                      f"{plan.redundant_experts})", "a divisor, or redundant_experts filling the EP group")
         if group % (plan.ep * etp):
             raise bad("ep", plan.ep, f"ep*etp = {plan.ep * etp} does not divide tp*dp = {group}", "ep*etp dividing tp*dp")
         if model.expert_ffn_hidden % etp:
@@ -52,13 +67,22 @@ def resolve_serving_plan(plan, model, devices: int, batch: int, source: str = "-
     return plan.model_copy(update={"dp": dp, "etp": etp})
 
 
-def _shard(model, plan, wl, seqs: int, hw) -> ServeShard:
-    """The per-device split of one forward pass."""
-    int8 = plan.precision == "int8"
-    kv = {"auto": ACT_BYTES, "bf16": 2, "fp16": 2, "int8": 1}[plan.kv_precision]
-    return ServeShard(seqs, wl.query_tokens, wl.input_len, wl.kind == "prefill", plan.tp, plan.dp, plan.ep,
-                      plan.etp, plan.shared_tp, plan.sp, plan.moe_dispatch == "allgather",
-                      1 if int8 else ACT_BYTES, kv, int8 and not plan.weight_only)
+def serve_shard(model, plan, wl, seqs: int) -> ServeShard:
+    """The per-device split of one forward pass of ``seqs`` sequences per attention-DP group, with
+    the busiest EP device's routing load."""
+    q = wl.query_tokens
+    int8 = plan.precision in ("int8", "fp8")
+    sh = ServeShard(seqs=seqs, q_tokens=q, ctx=wl.input_len, prefill=wl.kind == "prefill", tp=plan.tp, dp=plan.dp,
+                    ep=plan.ep, etp=plan.etp, shared_tp=plan.shared_tp, sp=plan.sp,
+                    allgather_moe=plan.moe_dispatch == "allgather", w_bytes=weight_bytes(plan),
+                    kv_bytes=kv_bytes(plan), quantize_activations=int8 and not plan.weight_only,
+                    expert_slots=expert_slots(model.experts, plan.redundant_experts, plan.ep) if model.is_moe else 0,
+                    bidirectional=wl.block_size > 0)
+    if not model.is_moe:
+        return sh
+    routed = sh.instance_tokens if sh.allgather_moe else max(1, -(-sh.tokens // plan.tp)) * plan.ep
+    load = moe_load_factor(routing_spec(plan), model.experts, model.top_k, model.expert_groups, plan.ep, routed)
+    return ServeShard(**{**sh.__dict__, "load_factor": load})
 
 
 def _stage_pass(model, spec, sh: ServeShard, wl) -> Pass:
@@ -75,66 +99,112 @@ def _stage_pass(model, spec, sh: ServeShard, wl) -> Pass:
         p.extend(serve_head(model, sh))
         if wl.draft_tokens:
             # Drafting: each draft token is one extra layer (an MTP module) and LM head at q = 1.
-            one = ServeShard(**{**sh.__dict__, "q_tokens": 1})
+            one = ServeShard(**{**sh.__dict__, "q_tokens": 1, "bidirectional": False})
             for _ in range(wl.draft_tokens):
                 p.extend(serve_layer(model, one, model.is_moe))
                 p.extend(serve_head(model, one))
     return p
 
 
-def serving_memory(model, plan, wl, seqs_per_device_group: int) -> dict[str, float]:
-    """Bytes per device: weights (by their split), KV cache and a working buffer."""
-    w_bytes = 1 if plan.precision == "int8" else ACT_BYTES
-    layers = -(-model.layers // plan.pp)
-    attn = model.attention_params() / plan.tp + model.norm_params()
-    if model.is_moe:
-        experts = model.experts * model.ffn_params(model.expert_ffn_hidden) / (plan.ep * plan.etp)
-        shared = model.ffn_params(model.shared_experts * model.expert_ffn_hidden) / (plan.shared_tp or plan.tp) if model.shared_experts else 0.0
-        ffn = experts + shared + model.hidden * model.experts
-    else:
-        ffn = model.ffn_params(model.ffn_hidden) / plan.tp
-    params = layers * (attn + ffn) + model.vocab * model.hidden / plan.tp * (1 if model.tied_embeddings else 2) / plan.pp
-    kv_bytes = {"auto": ACT_BYTES, "bf16": 2, "fp16": 2, "int8": 1}[plan.kv_precision]
-    kv = seqs_per_device_group * wl.kv_len * layers * kv_elems_per_token(model, plan.tp) * kv_bytes
-    tokens = seqs_per_device_group * plan.dp * wl.query_tokens
-    work = tokens * model.hidden * ACT_BYTES * 8
-    return {"weights": params * w_bytes, "kv_cache": kv, "workspace": work}
-
-
 def simulate_serving(model, hw, plan, wl, devices: int, *, strict_memory: bool = True,
                      keep_timeline: bool = False) -> Result:
-    """Predict a prefill (TTFT) or one decode step (TPOT) of ``wl`` on ``devices`` devices."""
+    """Predict a prefill (TTFT) or one decode step (TPOT) of ``wl`` on ``devices`` devices (chips)."""
     plan = resolve_serving_plan(plan, model, devices, wl.batch)
     seqs_group = wl.batch // plan.dp
-    cap = hw.chip.hbm_capacity_GB * 1e9
     mem = serving_memory(model, plan, wl, seqs_group)
-    if plan.kv_precision == "auto" and sum(mem.values()) > cap:
-        # auto: 16-bit KV cache when the batch fits, else an int8 KV cache (what a deployment does
-        # to reach the batch); the choice is reported in the result's plan.
-        plan = plan.model_copy(update={"kv_precision": "int8"})
-        mem = serving_memory(model, plan, wl, seqs_group)
-    total = sum(mem.values())
-    if strict_memory and total > cap:
-        per_seq = mem["kv_cache"] / seqs_group
-        fit = int(max(0.0, cap - mem["weights"] - mem["workspace"]) // per_seq) * plan.dp if per_seq else 0
-        raise ConfigError("--batch", "batch", wl.batch,
-                          f"does not fit: {total / 1e9:.1f} GB per device of {hw.chip.hbm_capacity_GB:.1f} GB "
-                          f"(weights {mem['weights'] / 1e9:.1f}, KV cache {mem['kv_cache'] / 1e9:.1f})",
-                          f"batch <= about {fit} on this plan")
+    if strict_memory:
+        _check_fits(hw, plan, mem, seqs_group, wl)
     m = max(1, min(plan.pp, seqs_group))
-    sh = _shard(model, plan, wl, max(1, seqs_group // m), hw)
-    places = placements(plan, hw)
+    seqs = max(1, seqs_group // m)
+    # Two-batch overlap: each stage runs its sequences as two halves whose all-to-all hides behind
+    # the other half's kernels (the halves each read the weights: that is the price).
+    halves = 2 if plan.ep_overlap and model.is_moe and seqs >= 2 else 1
+    sh = serve_shard(model, plan, wl, seqs // halves)
+    chw = comm_view(hw, devices)
+    places = placements(plan, chw)
     gemm_plan = plan.model_copy(update={"precision": "bf16"}) if plan.weight_only else plan
-    p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, sh.tokens * model.hidden * ACT_BYTES / plan.tp)
-    p2p_s = collective_time(p2p, places["pp"], hw) if plan.pp > 1 else 0.0
-    cache: dict = {}
-    stages = []
+    p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, seqs * wl.query_tokens * model.hidden * ACT_BYTES / plan.tp)
+    p2p_s = collective_time(p2p, places["pp"], chw) if plan.pp > 1 else 0.0
+    coster = StageCoster(model, sh, wl, chw, gemm_plan.precision, places,
+                          Overlap(tp=plan.tp_comm_overlap, ep=halves > 1), halves)
+    stages: list[StageCost] = []
+    hidden: dict[str, float] = {}
     for spec in chunk_specs(model, plan.pp, 1):
+        run = coster.stage(spec)
         fwd = _stage_pass(model, spec, sh, wl)
-        flops = sum(o.flops for o in fwd.ops if o.kind in ("gemm", "grouped_gemm", "attention")) * m
-        stages.append(StageCost(pass_parts(fwd, hw, gemm_plan, places, cache), {}, p2p_s, flops))
+        flops = sum(o.flops for o in fwd.ops if o.kind in ("gemm", "grouped_gemm", "attention")) * m * halves
+        stages.append(StageCost(dict(run.parts), {}, p2p_s, flops))
+        for k, v in hidden_of(run).items():
+            hidden[k] = max(hidden.get(k, 0.0), v)
     traces = simulate_pipeline(stages, plan.pp, 1, m, "forward", keep_timeline)
-    return _result(model, hw, plan, wl, devices, traces, stages, mem, keep_timeline)
+    res = _result(model, hw, plan, wl, devices, traces, stages, mem, keep_timeline)
+    res.extra.update({"hidden_comm_by_part_s": hidden, "engine_unit_simulations": coster.simulations,
+                      "engine_op_events": coster.op_events})
+    res.extra.update({"moe_load_factor": sh.load_factor, "tbo_micro_batches": halves,
+                      "cards": devices / hw.node.chips_per_card, "chips_per_card": hw.node.chips_per_card,
+                      "tokens_per_s_per_card": res.tokens_per_s * hw.node.chips_per_card / devices})
+    return res
+
+
+class StageCoster:
+    """Forward passes of pipeline stages on the op-level event engine (``npusim.engine.unit``), as
+    training units are: kernels and collectives share the device's streams, HBM and links, and
+    overlap comes from dependencies. Two-batch overlap runs the stage as two chains (the halves)
+    issued to one compute stream in turn between all-to-alls (``opgraph.ping_pong``), so one half's
+    all-to-all hides only behind the other half's kernels. Stages of
+    more than ``EXACT_LAYERS`` layers of a kind are simulated shortened and extended linearly, as
+    ``npusim.engine.unitcost`` does (single chains only) (checked against the exact run in ``tests/engine/test_serve.py``)."""
+
+    def __init__(self, model, sh: ServeShard, wl, hw, precision: str, places: dict, ov: Overlap,
+                 chains: int, exact: bool = False):
+        self.model, self.sh, self.wl, self.hw, self.precision = model, sh, wl, hw, precision
+        self.places, self.ov, self.chains, self.exact = places, ov, chains, exact
+        self.cache: dict = {}
+        self.memo: dict = {}
+        self.simulations = 0
+        self.op_events = 0
+
+    def _run(self, spec) -> UnitRun:
+        key = replace(spec, index=0)
+        hit = self.memo.get(key)
+        if hit is None:
+            items = _stage_pass(self.model, spec, self.sh, self.wl).items
+            nodes = build_graph([items] * self.chains, self.ov)
+            if self.chains == 2:
+                nodes = ping_pong(nodes)
+            self.simulations += 1
+            self.op_events += len(nodes)
+            hit = self.memo[key] = run_unit(nodes, self.hw, self.precision, self.places, self.cache)
+        return hit
+
+    def stage(self, spec) -> UnitRun:
+        """The stage's forward unit (coalesced unless ``exact``)."""
+        if self.exact or self.chains > 1:
+            # Two halves drift against each other layer by layer (as training's overlapped pairs),
+            # so they are not a steady state of identical layers: simulated whole.
+            return self._run(spec)
+        base = shrink_spec(spec)
+        runs = [(1.0, self._run(base))]
+        for field_ in ("dense_layers", "moe_layers"):
+            n = getattr(spec, field_) - getattr(base, field_)
+            if n > 0:
+                runs += [(n, self._run(replace(base, **{field_: getattr(base, field_) + 1}))), (-n, runs[0][1])]
+        return runs[0][1] if len(runs) == 1 else combine_runs(runs)
+
+
+def _check_fits(hw, plan, mem: dict, seqs_group: int, wl) -> None:
+    """Raise a one-line ConfigError when the batch does not fit in device memory."""
+    cap = hw.chip.hbm_capacity_GB * 1e9
+    total = sum(mem.values())
+    if total <= cap:
+        return
+    per_seq = mem["kv_cache"] / seqs_group
+    fit = int(max(0.0, cap - mem["weights"] - mem["workspace"]) // per_seq) * plan.dp if per_seq else 0
+    hint = " (or kv_precision=int8)" if kv_bytes(plan) > 1 else ""
+    raise ConfigError("--batch", "batch", wl.batch,
+                      f"does not fit: {total / 1e9:.1f} GB per device of {hw.chip.hbm_capacity_GB:.1f} GB "
+                      f"(weights {mem['weights'] / 1e9:.1f}, KV cache {mem['kv_cache'] / 1e9:.1f}, "
+                      f"kv_precision={plan.kv_precision})", f"batch <= about {fit} on this plan{hint}")
 
 
 def _result(model, hw, plan, wl, devices, traces, stages, mem, keep_timeline) -> Result:
@@ -180,18 +250,18 @@ def _head_dims(model) -> int:
 def layer_op_times(model, hw, plan, wl, devices: int) -> dict[str, float]:
     """Seconds of each kernel and collective of one layer's forward on one device, by op name (MoE
     layer for MoE models): a drill-down of ``simulate_serving`` with the same shard and costs, before
-    any overlap. ``plan.kv_precision`` is taken as given ('auto' = 16-bit)."""
-    from npusim.cost.compute import op_time
+    any overlap."""
 
     plan = resolve_serving_plan(plan, model, devices, wl.batch)
     seqs_group = wl.batch // plan.dp
-    sh = _shard(model, plan, wl, max(1, seqs_group // max(1, min(plan.pp, seqs_group))), hw)
+    sh = serve_shard(model, plan, wl, max(1, seqs_group // max(1, min(plan.pp, seqs_group))))
     precision = "bf16" if plan.weight_only else plan.precision
-    places = placements(plan, hw)
+    chw = comm_view(hw, devices)
+    places = placements(plan, chw)
     layer = serve_layer(model, sh, model.is_moe)
     out: dict[str, float] = {}
     for op in layer.ops:
         out[op.name] = out.get(op.name, 0.0) + op_time(op, hw, precision)
     for c in layer.comms:
-        out[c.name] = out.get(c.name, 0.0) + collective_time(c, places[c.group], hw)
+        out[c.name] = out.get(c.name, 0.0) + collective_time(c, places[c.group], chw)
     return out

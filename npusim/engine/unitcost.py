@@ -25,7 +25,7 @@ EXACT_LAYERS = 3
 """Layers of one kind per chunk simulated exactly; beyond, the per-layer increment is replayed."""
 
 
-def _combine(runs: list[tuple[float, UnitRun]]) -> UnitRun:
+def combine_runs(runs: list[tuple[float, UnitRun]]) -> UnitRun:
     """A linear combination of unit runs (coalescing)."""
     def mix(attr: str) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -95,7 +95,7 @@ class UnitCoster:
             # Overlapped pairs: two chains drift against each other layer by layer, so a pair is
             # not a steady state of identical layers; it is always simulated whole.
             return self._run(parts, loaded)
-        base = [(_shrink(s), r) for s, r in parts]
+        base = [(shrink_spec(s), r) for s, r in parts]
         extra = {(getattr(s, f) - getattr(b, f)) for (s, _), (b, _) in zip(parts, base) for f in ("dense_layers",)}
         extra_m = {(s.moe_layers - b.moe_layers) for (s, _), (b, _) in zip(parts, base)}
         if len(extra) > 1 or len(extra_m) > 1:
@@ -105,7 +105,7 @@ class UnitCoster:
             if n > 0:
                 longer = [(replace(b, **{field_: getattr(b, field_) + 1}), r) for b, r in base]
                 runs += [(n, self._run(longer, loaded)), (-n, runs[0][1])]
-        return runs[0][1] if len(runs) == 1 else _combine(runs)
+        return runs[0][1] if len(runs) == 1 else combine_runs(runs)
 
     def unit(self, parts: list[tuple[ChunkSpec, str]]) -> tuple[dict[str, float], UnitRun]:
         """(named parts with ``imbalance``, balanced run) of a unit; with an imbalanced router the
@@ -123,7 +123,7 @@ class UnitCoster:
         return hit
 
 
-def _shrink(spec: ChunkSpec) -> ChunkSpec:
+def shrink_spec(spec: ChunkSpec) -> ChunkSpec:
     """The chunk with at most ``EXACT_LAYERS - 1`` layers of each kind when it has more than
     ``EXACT_LAYERS``."""
     d, m = spec.dense_layers, spec.moe_layers

@@ -6,10 +6,12 @@ auto`` the sweep looks for the largest batch (a multiple of the attention DP siz
 grows with the batch, so the search is a bisection over sequences per DP group, each step one
 ``simulate_serving(strict_memory=False)`` call (about 1 ms with pp = 1).
 
-``kv_precision: auto`` means what the core does: a 16-bit KV cache while the batch fits, an int8
-cache beyond. The int8 cache halves the KV bytes, so TPOT drops where the cache changes dtype; the
-search therefore treats the two dtypes as two batch ranges, each monotone, and takes the answer
-from the highest range whose smallest batch meets the limit. The batch found meets the limit and
+``kv_precision: auto`` in a sweep lets the search choose the KV dtype per point: a 16-bit cache
+while the batch fits, an int8 cache beyond (the core itself never switches: there ``auto`` is
+16-bit at every batch, so its TPOT never falls as the batch grows). The int8 cache halves the KV
+bytes, so TPOT drops where the cache changes dtype; the search therefore treats the two dtypes as
+two batch ranges, each monotone, and takes the answer from the highest range whose smallest batch
+meets the limit. The batch found meets the limit and
 fits, and the next batch up (one more sequence per DP group) violates the limit or memory.
 """
 from __future__ import annotations

@@ -9,9 +9,72 @@ move by EP all-to-all. ``sp`` rewrites the TP all-reduce as reduce-scatter + all
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
 
 from npusim.workload.layers import ACT_BYTES, active_experts, elementwise, gemm
 from npusim.workload.ops import Comm, Op, Pass
+from npusim.workload.routing import RoutingSpec, apply_capacity, device_loads, expert_popularity, sample_expert_tokens
+
+WEIGHT_BYTES = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "bf16": 2.0, "fp16": 2.0}
+"""Bytes per stored weight element by dtype."""
+KV_BYTES = {"bf16": 2, "fp16": 2, "int8": 1}
+"""Bytes per KV-cache element by dtype ('auto' is 16-bit: ``kv_bytes``)."""
+
+
+def weight_bytes(plan) -> float:
+    """Bytes per stored weight (plan dependent): ``weight_dtype`` when given, else 1 for int8 / fp8
+    GEMMs and W8A16 (``weight_only``), 2 for 16-bit GEMMs."""
+    if plan.weight_dtype != "auto":
+        return WEIGHT_BYTES[plan.weight_dtype]
+    return WEIGHT_BYTES[plan.precision]
+
+
+def kv_bytes(plan) -> int:
+    """Bytes per KV-cache element (plan dependent): the plan's choice; 'auto' is 16-bit at every
+    batch, so time per token never falls as the batch grows (an int8 cache is an explicit choice)."""
+    return KV_BYTES.get(plan.kv_precision, ACT_BYTES)
+
+
+def expert_slots(experts: int, redundant: int, ep: int) -> int:
+    """Expert copies one device of an EP group holds: (experts + redundant copies) / ep."""
+    return -(-(experts + redundant) // ep)
+
+
+def routed_counts(spec: RoutingSpec, experts: int, top_k: int, groups: int, tokens: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Tokens per expert of one forward of ``tokens`` tokens. A grouped (MoGE) router picks
+    top_k/groups experts in every group whatever the experts' popularity, so every group gets exactly
+    its share and the scheme's popularity only spreads it inside the group; other routers draw from
+    the scheme (``npusim.workload.routing.sample_expert_tokens``)."""
+    if spec.scheme in ("balanced", "grouped") or groups <= 1 or top_k % groups or experts % groups:
+        return sample_expert_tokens(spec, experts, top_k, groups, tokens, rng)
+    p = expert_popularity(spec, experts, rng)
+    per = experts // groups
+    out = np.empty(experts)
+    for g in range(groups):
+        pg = p[g * per:(g + 1) * per]
+        out[g * per:(g + 1) * per] = rng.multinomial(tokens * (top_k // groups), pg / pg.sum())
+    return out
+
+
+@lru_cache(maxsize=4096)
+def moe_load_factor(spec: RoutingSpec, experts: int, top_k: int, groups: int, ep: int, tokens: int) -> float:
+    """Expected busiest-device / mean routed tokens over an EP group of ``ep`` devices for ``tokens``
+    tokens (seeded samples of ``npusim.workload.routing``). Experts sit contiguously, padded with
+    empty slots up to a multiple of ``ep``; ``spec.redundant_experts`` hot copies go greedily to the
+    least-loaded devices (how EP72 serves 256 experts with 32 redundant ones)."""
+    if ep <= 1 or tokens <= 0:
+        return 1.0
+    pad = -(-experts // ep) * ep - experts
+    rng = np.random.default_rng(spec.seed)
+    ratios = []
+    for _ in range(1 if spec.scheme == "balanced" else spec.samples):
+        counts, _ = apply_capacity(routed_counts(spec, experts, top_k, groups, tokens, rng), spec.capacity_factor)
+        loads = device_loads(np.concatenate([counts, np.zeros(pad)]), ep, spec.redundant_experts)
+        ratios.append(loads.max() / loads.mean() if loads.mean() > 0 else 1.0)
+    return float(np.mean(ratios))
 
 
 @dataclass(frozen=True)
@@ -32,11 +95,17 @@ class ServeShard:
     shared_tp: int
     sp: bool
     allgather_moe: bool
-    w_bytes: int
-    """Bytes per weight element (1 for int8)."""
+    w_bytes: float
+    """Bytes per weight element (1 for int8 / fp8, 0.5 for int4)."""
     kv_bytes: int
     quantize_activations: bool
     """W8A8: each GEMM input is quantised to int8 by a vector kernel."""
+    expert_slots: int = 0
+    """Expert copies on one device (0 = experts / ep); more than that with redundant experts."""
+    load_factor: float = 1.0
+    """Busiest device's routed tokens / the mean (routing load, ``moe_load_factor``)."""
+    bidirectional: bool = False
+    """Block (diffusion) decoding: the queries of a block attend to each other both ways."""
 
     @property
     def tokens(self) -> int:
@@ -85,7 +154,8 @@ def serve_attention(model, sh: ServeShard) -> Pass:
         p.add(*(_gemm(sh, "qkv_proj", T, (hl + 2 * kvl) * dqk, h)))
     kv_tok = kv_elems_per_token(model, t)
     p.add(Op("kv_write", "memory", 0.0, T * kv_tok * sh.kv_bytes))
-    ctx = sh.q_tokens / 2.0 if sh.prefill else sh.ctx + sh.q_tokens / 2.0
+    # Causal: a query sees half the new tokens on average; a bidirectional block sees all of them.
+    ctx = sh.q_tokens / 2.0 if sh.prefill else sh.ctx + sh.q_tokens * (1.0 if sh.bidirectional else 0.5)
     flops = 2.0 * T * hl * ctx * (dqk + dv)
     kv_read = sh.seqs * (sh.ctx if not sh.prefill else sh.q_tokens) * kv_tok * sh.kv_bytes
     p.add(Op("attention", "attention", flops, kv_read + T * hl * (dqk + dv) * ACT_BYTES,
@@ -120,7 +190,7 @@ def serve_dense_mlp(model, sh: ServeShard) -> Pass:
     return p
 
 
-def serve_moe(model, sh: ServeShard, load_factor: float = 1.0) -> Pass:
+def serve_moe(model, sh: ServeShard) -> Pass:
     """Router, token exchange, grouped expert GEMMs on this device, shared experts, exchange back."""
     h = model.hidden
     group = sh.tp * sh.dp
@@ -138,10 +208,11 @@ def serve_moe(model, sh: ServeShard, load_factor: float = 1.0) -> Pass:
             p.add(Comm("ep_dispatch", "ep", "all_to_all", "ep", sh.ep, slots))
         if sh.etp > 1:
             p.add(Comm("etp_gather", "ep", "all_gather", "etp", sh.etp, slots * sh.etp))
-    local = model.experts // sh.ep
-    # Tokens one device's experts process: the instance's routed slots / ep (all-gather), or its own
-    # dispatched slots times the expert-TP slices that share each expert (all-to-all).
-    routed = (T_in * model.top_k / sh.ep if sh.allgather_moe else T_disp * model.top_k * sh.etp) * load_factor
+    local = sh.expert_slots or model.experts // sh.ep
+    # Tokens the busiest device's experts process: the instance's routed slots / ep (all-gather), or
+    # its own dispatched slots times the expert-TP slices that share each expert (all-to-all),
+    # times the routing load of the busiest device.
+    routed = (T_in * model.top_k / sh.ep if sh.allgather_moe else T_disp * model.top_k * sh.etp) * sh.load_factor
     active = max(1, round(active_experts(local, routed)))
     per_expert = max(1, round(routed / active))
     width = model.expert_ffn_hidden // sh.etp
@@ -183,8 +254,8 @@ def serve_head(model, sh: ServeShard) -> Pass:
     return p
 
 
-def serve_layer(model, sh: ServeShard, moe: bool, load_factor: float = 1.0) -> Pass:
+def serve_layer(model, sh: ServeShard, moe: bool) -> Pass:
     """Forward of one layer for serving."""
     p = serve_attention(model, sh)
-    p.extend(serve_moe(model, sh, load_factor) if moe else serve_dense_mlp(model, sh))
+    p.extend(serve_moe(model, sh) if moe else serve_dense_mlp(model, sh))
     return p

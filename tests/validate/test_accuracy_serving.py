@@ -16,6 +16,10 @@ CURRENT_PCT = {"P001": 20.0, "P002": 35.0, "P003": 20.0, "P004": 40.0}
 """What this version asserts: the target where met; P002 and P004 are open gaps (docs/inference.md).
 P002 (batch-1 decode) is set by per-kernel fixed costs: with msModeling's static costs as published
 (5 us per cube op, 2 us per vector op, 10 us per collective) it is 33 % fast."""
+MAPE_CURRENT_PCT = 22.0
+"""What this version asserts for the four rows together. Issue 16's target is 20 % with nothing
+fitted to a row: not met yet (21.1 %): P004's accepted MTP tokens per step are not published (0.85
+assumed; the measured TPOT implies about 0.17) and P002 is fixed-cost bound (docs/inference.md)."""
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,10 @@ def test_target_met_on_prefill_and_plain_high_batch_decode(result):
     for row in result["rows"]:
         if row["id"] in ("P001", "P003"):
             assert abs(row["error_pct"]) <= LIMIT_PCT, row
+
+
+def test_mape_of_the_four_rows_within_current_bound(result):
+    assert result["summary"]["mape_pct"] <= MAPE_CURRENT_PCT, result["summary"]
 
 
 def test_print_table(result, capsys):
