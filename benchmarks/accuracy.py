@@ -5,6 +5,7 @@ Run: python benchmarks/accuracy.py
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import sys
 from pathlib import Path
@@ -14,10 +15,19 @@ from npusim.validate.predict import predict_record
 from npusim.validate.runs import published_path, read_runs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "accuracy.md"
+GROUP_DATA = Path(__file__).resolve().parents[1] / "npusim" / "data" / "accuracy" / "groups.json"
+"""Each group's MAPE, read by the sweep's score intervals (``npusim.sweep.error_table``)."""
+KEYS = {  # (hardware family, kind) the sweep's error table takes from each group
+    "Dense A100 (Narayanan T1-2, Korthikanti T5) - the issue-2 gate": [["nvidia-a100", "dense"]],
+    "H100 dense (Megatron-Bridge, NeMo 24.12, AutoModel)": [["nvidia", "dense"]],
+    "H100 MoE (force-balanced benchmark routing)": [["nvidia", "moe"]],
+    "Ascend 910B (MindSpeed-LLM)": [["ascend", "dense"], ["ascend", "moe"]],
+    "Inference (Pangu Pro MoE)": [["ascend", "serving"]],
+}
 GROUPS = {
     "Dense A100 (Narayanan T1-2, Korthikanti T5) - the issue-2 gate": [f"V{i:03d}" for i in list(range(1, 17)) + list(range(23, 31))],
     "H100 dense (Megatron-Bridge, NeMo 24.12, AutoModel)": ["V071", "V072", "V073", "V089", "V090", "V091", "V092", "V093", "V094", "V095", "V101"],
-    "H100 MoE (balanced routing)": ["V074", "V075", "V076", "V077", "V097", "V098", "V099", "V100"],
+    "H100 MoE (force-balanced benchmark routing)": ["V074", "V075", "V076", "V077", "V097", "V098", "V099", "V100"],
     "Ascend 910B (MindSpeed-LLM)": ["V114", "V115", "V116", "V118", "V121", "V124"],
     "Inference (Pangu Pro MoE)": ["P001", "P002", "P003", "P004"],
 }
@@ -31,8 +41,11 @@ def main() -> int:
            "Efficiency parameters: NVIDIA profiles use the H200 kernel fit (`npusim calibrate`), Ascend "
            "profiles their documented defaults; nothing is fitted to these rows. Rows without a published "
            "micro-batch use the fastest of {1, 2, 4, 8} that fits (see `npusim/validate/runs.py`).\n"]
+    groups = []
     for title, ids in GROUPS.items():
         res = validate_runs([recs[i] for i in ids if i in recs], predict_record)
+        groups.append({"group": title, "keys": KEYS[title], "n": res["summary"]["n"],
+                       "mape_pct": res["summary"]["mape_pct"]})
         table = format_table(res)
         print(f"== {title}\n{table}\n")
         out += [f"## {title}\n", "```", table, "```\n"]
@@ -43,6 +56,10 @@ def main() -> int:
     out += ["## All rows\n", line + "\n"]
     DOCS.parent.mkdir(exist_ok=True)
     DOCS.write_text("\n".join(out))
+    GROUP_DATA.parent.mkdir(exist_ok=True)
+    GROUP_DATA.write_text(json.dumps({"source": "python benchmarks/accuracy.py (docs/accuracy.md)",
+                                      "generated": str(datetime.date.today()), "groups": groups,
+                                      "all": {"n": s["n"], "mape_pct": s["mape_pct"]}}, indent=1) + "\n")
     return 0
 
 

@@ -81,8 +81,9 @@ class ParallelPlan(StrictModel):
     """Fused attention (False = materialised scores, softmax and dropout as separate kernels)."""
     ep_overlap: bool = False
     """Hide EP all-to-all of one micro-batch behind another's compute (adaptive pipe overlap / DualPipe)."""
-    routing: Literal["balanced", "uniform", "zipf", "dirichlet", "grouped", "histogram"] = "balanced"
-    """MoE routing load: forced balance, random top-k, skewed, MoGE grouped, or a measured histogram."""
+    routing: Literal["balanced", "uniform", "learned", "zipf", "dirichlet", "grouped", "histogram"] = "balanced"
+    """MoE routing load: forced balance, random top-k, a trained router's skew (npusim.workload.routing),
+    skewed, MoGE grouped, or a measured histogram."""
     routing_param: float = Field(1.0, gt=0, le=1e6)
     """Zipf exponent or Dirichlet concentration."""
     routing_histogram: Optional[str] = None
@@ -91,6 +92,12 @@ class ParallelPlan(StrictModel):
     routing_samples: int = Field(16, ge=1, le=10_000)
     capacity_factor: float = Field(0.0, ge=0, le=1e6)
     """Per-expert token cap as a multiple of the mean (0 = dropless)."""
+    pad_to_capacity: bool = False
+    """Drop-and-pad (Megatron ``--moe-pad-expert-input-to-capacity``): every expert computes exactly
+    its capacity of rows, padded where it got fewer; needs capacity_factor > 0."""
+    placement_interval: int = Field(0, ge=0, le=1_000_000)
+    """Dynamic expert placement: re-place hot experts every this many steps from the load measured
+    since the last re-placement (0 = static placement)."""
     redundant_experts: int = Field(0, ge=0, le=MAX_REDUNDANT_EXPERTS)
     """Hot experts replicated onto the least-loaded devices of each EP group."""
     shared_tp: int = Field(0, ge=0, le=MAX_DEVICES)
@@ -101,6 +108,9 @@ class ParallelPlan(StrictModel):
     """Serving: KV-cache dtype (auto = 16-bit)."""
     weight_only: bool = False
     """Serving: int8 weights with 16-bit compute (W8A16) instead of W8A8 when precision=int8."""
+    weight_dtype: Literal["auto", "int4", "int8", "fp8", "bf16", "fp16"] = "auto"
+    """Serving: stored weight dtype (auto = the GEMM precision's; int8 with weight_only). W4A8 =
+    ``precision=int8,weight_dtype=int4`` (0.5 byte per weight)."""
 
     @field_validator("recompute_modules", "offload_modules", mode="before")
     @classmethod
@@ -142,14 +152,15 @@ class ParallelPlan(StrictModel):
 
 
 _INT_KEYS = {"tp", "pp", "vpp", "cp", "dp", "ep", "etp", "zero", "micro_batch", "mb", "routing_seed",
-             "routing_samples", "redundant_experts", "shared_tp"}
+             "routing_samples", "redundant_experts", "shared_tp",
+             "placement_interval"}
 _FLOAT_KEYS = {"routing_param", "capacity_factor", "offload_activations", "offload_optimizer"}
 _TUPLE_KEYS = {"recompute_modules", "offload_modules"}
 """Keys whose value is a '+'-separated list (``recompute_modules=core_attn+moe_act``)."""
 _BOOL_KEYS = {"sp", "tp_extend_ep", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
-              "flash_attention", "ep_overlap", "weight_only"}
+              "flash_attention", "ep_overlap", "weight_only", "pad_to_capacity"}
 _STR_KEYS = {"recompute", "schedule", "precision", "master_weights", "a2a", "routing", "routing_histogram",
-             "moe_dispatch", "kv_precision"}
+             "moe_dispatch", "kv_precision", "weight_dtype"}
 
 
 def parse_plan(text: str, source: str = "--plan") -> dict:
@@ -216,6 +227,8 @@ def resolve_plan(plan: ParallelPlan, model, devices: int, global_batch: int, seq
 
     if not 1 <= devices <= MAX_DEVICES:
         raise bad("devices", devices, "out of range", f"1..{MAX_DEVICES:,}")
+    if plan.weight_dtype != "auto":
+        raise bad("weight_dtype", plan.weight_dtype, "a serving option (training keeps 16-bit weights)", "auto")
     mp = plan.tp * plan.pp * plan.cp
     dp = plan.dp
     if dp == 0:
@@ -276,11 +289,13 @@ def _check_moe(plan: ParallelPlan, model, dp: int, bad) -> ParallelPlan:
         raise bad("ep", plan.ep, f"ep*etp = {moe_ranks} does not divide tp*cp*dp = {plan.tp * plan.cp * dp}",
                   "ep*etp dividing tp*cp*dp")
     if plan.routing == "grouped" and not model.expert_groups:
-        raise bad("routing", "grouped", "the model has no expert groups", "balanced, uniform, zipf, dirichlet, histogram")
+        raise bad("routing", "grouped", "the model has no expert groups", "balanced, uniform, learned, zipf, dirichlet, histogram")
     if plan.routing == "grouped" and model.top_k % model.expert_groups:
         raise bad("routing", "grouped", f"top_k ({model.top_k}) not divisible by expert_groups ({model.expert_groups})")
     if plan.routing == "histogram" and not plan.routing_histogram:
         raise bad("routing_histogram", None, "routing=histogram needs routing_histogram=PATH")
+    if plan.pad_to_capacity and plan.capacity_factor <= 0:
+        raise bad("pad_to_capacity", True, "padding to capacity needs a capacity", "capacity_factor > 0")
     return plan
 
 

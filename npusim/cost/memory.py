@@ -25,7 +25,9 @@ def chunk_params(model, plan, spec) -> ChunkParams:
     if model.is_moe and spec.moe_layers:
         shared = model.ffn_params(model.shared_experts * model.expert_ffn_hidden) / t if model.shared_experts else 0.0
         dense += spec.moe_layers * (shared + model.hidden * model.experts)
-        per_layer = model.experts * model.ffn_params(model.expert_ffn_hidden) / (plan.expert_ep * plan.expert_tp)
+        # redundant experts: extra copies spread over the EP group (weights, grads and states)
+        per_layer = ((model.experts + plan.redundant_experts) * model.ffn_params(model.expert_ffn_hidden)
+                     / (plan.expert_ep * plan.expert_tp))
         expert = spec.moe_layers * per_layer
     vh = model.vocab * model.hidden / t
     if spec.embedding:

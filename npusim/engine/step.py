@@ -48,16 +48,17 @@ class StepInputs:
         return self.global_batch // (self.plan.micro_batch * self.plan.dp)
 
 
-def make_shard(model, plan, seq_len: int, ep_domains: int = 1, dropped: float = 0.0) -> Shard:
-    """How one micro-batch is split on one device."""
+def make_shard(model, plan, seq_len: int, ep_domains: int = 1, dropped: float = 0.0, spread: float = 0.0) -> Shard:
+    """How one micro-batch is split on one device (``spread``: CV of tokens per local expert)."""
     return Shard(plan.micro_batch, seq_len, plan.tp, plan.cp, plan.sp, plan.expert_ep, plan.expert_tp,
-                 plan.flash_attention, plan.a2a, ep_domains, dropped)
+                 plan.flash_attention, plan.a2a, ep_domains, dropped, spread, plan.moe_dispatch,
+                 plan.capacity_factor, plan.pad_to_capacity)
 
 
 def routing_spec(plan) -> RoutingSpec:
     """The routing load the plan asks for."""
     return RoutingSpec(plan.routing, plan.routing_param, plan.routing_histogram, plan.routing_seed,
-                       plan.routing_samples, plan.capacity_factor, plan.redundant_experts)
+                       plan.routing_samples, plan.capacity_factor, plan.redundant_experts, plan.placement_interval)
 
 
 def moe_load(inp: StepInputs, places) -> LoadStats:
@@ -90,6 +91,10 @@ def dp_comms(inp: StepInputs, spec, prefix: str, kind: Collective, grad: bool) -
     for n, group, size in ((p.dense, "dp_cp", plan.dp * plan.cp), (p.expert, "edp", edp)):
         if n > 0:
             out.append(Comm(f"{prefix}_{group}", "dp", kind, group, size, n * per, overlappable=True))
+    if grad and plan.redundant_experts and p.expert > 0 and plan.expert_ep > 1:
+        # a replica and its original sum their gradients across the EP group (a pair all-reduce)
+        copies = plan.redundant_experts / (inp.model.experts + plan.redundant_experts)
+        out.append(Comm(f"{prefix}_replicas", "dp", "all_reduce", "ep", 2, copies * p.expert * per, overlappable=True))
     return out
 
 
@@ -189,7 +194,7 @@ def stage_costs(inp: StepInputs, specs, places, cache: dict, load: LoadStats | N
     forward+backward pair of any two stages (``StageCost.pair``), and the DP gradient traffic
     left after the last backward (``dp_after_s``, contending with that backward's traffic)."""
     load = load or LoadStats(1.0, 1.0, 0.0, 0.0)
-    sh = make_shard(inp.model, inp.plan, inp.seq_len, places["ep"].domains, load.dropped_fraction)
+    sh = make_shard(inp.model, inp.plan, inp.seq_len, places["ep"].domains, load.dropped_fraction, load.expert_spread)
     p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, sh.tokens * inp.model.hidden * ACT_BYTES / inp.plan.tp)
     p2p_s = collective_time(p2p, places["pp"], inp.hw) if inp.plan.pp > 1 else 0.0
     inter = interference(inp.hw)

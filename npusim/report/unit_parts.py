@@ -136,7 +136,7 @@ def stage_details(sp, stage_costs=None) -> list[StageDetail]:
     cache: dict = {}
     if stage_costs is None:
         stage_costs = engine_stage_costs(si, sp.specs, places, cache, sp.load)
-    sh = make_shard(si.model, si.plan, si.seq_len, places["ep"].domains, sp.load.dropped_fraction)
+    sh = make_shard(si.model, si.plan, si.seq_len, places["ep"].domains, sp.load.dropped_fraction, sp.load.expert_spread)
     p2p_bytes = sh.tokens * si.model.hidden * ACT_BYTES / si.plan.tp if si.plan.pp > 1 else 0.0
     by_sig: dict[tuple, tuple] = {}
     out = []

@@ -1,9 +1,8 @@
 """npusim's measured error by kind of configuration: the score interval of every ranked sweep row.
 
-Source: ``docs/accuracy.md`` (the validation benchmark on published runs), the MAPE of step time
-(serving: TPOT/TTFT) of each group. Regenerate that file with ``python benchmarks/accuracy.py`` and
-copy the groups' ``MAPE=`` values here when they change (``tests/sweep/test_sweep_ties.py`` checks
-that this table matches docs/accuracy.md).
+Source: ``npusim/data/accuracy/groups.json``, which ``python benchmarks/accuracy.py`` writes beside
+docs/accuracy.md (the validation benchmark on published runs): the MAPE of step time (serving:
+TPOT/TTFT) of each group. ``tests/sweep/test_sweep_usability.py`` checks that it matches the doc.
 
 Keys are (hardware family, kind): family ``ascend`` (Atlas / Ascend profiles), ``nvidia-a100``,
 ``nvidia`` (other NVIDIA GPUs); kind ``dense``, ``moe`` or ``serving``. The Ascend group mixes
@@ -11,16 +10,18 @@ dense and MoE runs, so both Ascend kinds take its MAPE; a missing pair falls bac
 """
 from __future__ import annotations
 
-ERROR_FRACTION: dict[tuple[str, str], float] = {
-    ("nvidia-a100", "dense"): 0.0295,   # "Dense A100 (Narayanan T1-2, Korthikanti T5)": n=24 MAPE=2.95%
-    ("nvidia", "dense"): 0.092,         # "H100 dense (Megatron-Bridge, NeMo 24.12, AutoModel)": n=11 MAPE=9.2%
-    ("nvidia", "moe"): 0.2017,          # "H100 MoE (balanced routing)": n=8 MAPE=20.17%
-    ("ascend", "dense"): 0.2154,        # "Ascend 910B (MindSpeed-LLM)": n=6 MAPE=21.54%
-    ("ascend", "moe"): 0.2154,          # the same group
-    ("ascend", "serving"): 0.2106,      # "Inference (Pangu Pro MoE)": n=4 MAPE=21.06%
-}
-ALL = 0.1032
-"""'All rows': n=53 MAPE=10.32% (any configuration without its own group)."""
+import json
+from importlib import resources
+
+
+def _load() -> tuple[dict[tuple[str, str], float], float]:
+    data = json.loads(resources.files("npusim.data").joinpath("accuracy/groups.json").read_text())
+    table = {(fam, kind): g["mape_pct"] / 100 for g in data["groups"] for fam, kind in g["keys"]}
+    return table, data["all"]["mape_pct"] / 100
+
+
+ERROR_FRACTION, ALL = _load()
+"""(family, kind) -> MAPE / 100 of its validation group; ALL: every row (any other configuration)."""
 SOURCE = "docs/accuracy.md (python benchmarks/accuracy.py)"
 
 

@@ -63,7 +63,8 @@ def fit_memory(hw, rows: list[dict], src: str) -> dict:
 
 
 def fit_gemm(hw, rows: list[dict], src: str, base) -> dict:
-    """Fit the GEMM efficiency surface (max fraction and M/N/K half-saturation sizes)."""
+    """Fit the GEMM efficiency surface (max fraction and M/N/K half-saturation sizes); a row's
+    ``dtype`` (default bf16) picks the matrix peak it is measured against."""
     from scipy.optimize import least_squares
 
     from npusim.cost.compute import op_time
@@ -75,7 +76,7 @@ def fit_gemm(hw, rows: list[dict], src: str, base) -> dict:
     def predict(x):
         d = base.model_copy(update={"gemm": base.gemm.model_copy(update=dict(zip(("max_fraction", "m_half", "n_half", "k_half"), map(float, x))))})
         h = hw.model_copy(update={"calibration": None, "efficiency": d})
-        return np.array([op_time(o, h, "bf16") for o in ops])
+        return np.array([op_time(o, h, r.get("dtype") or "bf16") for o, r in zip(ops, rows)])
 
     res = least_squares(lambda x: np.log(predict(x) / t), x0=[0.8, 64, 64, 64],
                         bounds=([0.05, 0, 0, 0], [1.0, 4096, 4096, 4096]), diff_step=1e-3)
@@ -100,7 +101,7 @@ def fit_grouped(hw, rows: list[dict], src: str, base) -> dict:
     def predict(x):
         d = base.model_copy(update={"grouped_gemm_tokens_half": float(x[0])})
         h = hw.model_copy(update={"calibration": None, "efficiency": d})
-        return np.array([op_time(o, h, "bf16") for o in ops])
+        return np.array([op_time(o, h, r.get("dtype") or "bf16") for o, r in zip(ops, sel)])
 
     res = least_squares(lambda x: np.log(predict(x) / t), x0=[16.0], bounds=([0.0], [4096.0]), diff_step=1e-3)
     return {"grouped_gemm_tokens_half": float(res.x[0]), "residual_pct": _mape(predict(res.x), t)}
@@ -135,8 +136,13 @@ def fit_attention(hw, rows: list[dict], src: str, base) -> dict:
 
 
 def calibrate(hw, data_dir: str | Path) -> dict:
-    """Fit every efficiency model from ``data_dir`` and return the calibration section as a dict."""
+    """Fit every efficiency model from ``data_dir`` and return the calibration section as a dict
+    (a folder of published Ascend figures, with ``constants.csv``, goes to :func:`calibrate_ascend`)."""
     d = Path(data_dir)
+    if (d / "constants.csv").is_file():
+        from npusim.validate.calibrate_ascend import calibrate_ascend
+
+        return calibrate_ascend(hw, d)
     mem = fit_memory(hw, _rows(d / "memory.csv", ("kernel", "bytes", "ms")), str(d / "memory.csv"))
     base = hw.efficiency.model_copy(update={"launch_overhead_us": mem["launch_overhead_us"],
                                             "memory": hw.efficiency.memory.model_copy(update=mem["memory"])})

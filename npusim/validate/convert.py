@@ -8,7 +8,8 @@
 - Plan: the layout columns (``tp pp vpp cp dp ep etp sp zero recompute micro_batch precision
   master_weights``) and the ``plan`` cell (any ``--plan`` key) together; a key given by both must
   agree (a relative ``routing_histogram`` path is relative to the CSV's folder). What neither states
-  takes the ParallelPlan default, except ``recompute`` and ``micro_batch``, which
+  takes the ParallelPlan default, except ``routing`` (from the ``routing`` column: ROUTING_OF),
+  ``recompute`` and ``micro_batch``, which
   :func:`npusim.validate.predict.simulate_record` searches (the lightest recompute that fits in
   memory; the fastest micro-batch of {1, 2, 4, 8} that fits).
 
@@ -37,6 +38,11 @@ SHAPE_OVERRIDES = ("layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab
 """Inline shape columns that override a model file (expert_groups is not among them: its meaning for
 DeepSeek's group-limited routing needs the preset's groups_per_token as well)."""
 PATH_SUFFIXES = (".yaml", ".yml", ".json")
+ROUTING_OF = {"balanced": "balanced", "dropless": "learned"}
+"""Simulated routing load of a row's ``routing`` column (a ``routing=`` key in its plan cell wins):
+forced-balance benchmark runs route evenly; dropless runs of a trained router carry its skew
+(npusim.workload.routing.LEARNED_MAX_VIOLATION), so the busiest EP rank and the unequal expert GEMMs
+set their pace."""
 
 SERVING_PLAN = "tp={n},ep={n},etp=1,shared_tp={n},sp=1,moe_dispatch=allgather"
 """Serving layout for MoE rows that do not state one: attention TP over all cards, routed experts EP
@@ -136,17 +142,21 @@ def record_plan_fields(rec: "RunRecord") -> dict:
             raise ConfigError(_where(rec), "plan", rec.plan, f"{key}={value} contradicts the {key} column ({out[key]})",
                               f"{key}={out[key]}, or a blank {key} column")
         out[key] = value
+    if rec.routing is not None and "routing" not in out:
+        out["routing"] = ROUTING_OF[rec.routing]
     hist = out.get("routing_histogram")
     if hist and rec.base_dir and not Path(hist).expanduser().is_absolute():
         out["routing_histogram"] = str(Path(rec.base_dir) / hist)
     return out
 
 
-def serving_plan_fields(rec: "RunRecord", model: "ModelConfig") -> dict:
-    """Plan fields of a prefill / decode row: SERVING_PLAN, overridden by what the row states."""
+def serving_plan_fields(rec: "RunRecord", model: "ModelConfig", chips: int | None = None) -> dict:
+    """Plan fields of a prefill / decode row: SERVING_PLAN over its ``chips`` (default: ``devices``),
+    overridden by what the row states."""
     from npusim.config.plan import parse_plan
 
-    fields = parse_plan(SERVING_PLAN.format(n=rec.devices)) if model.is_moe else {"tp": rec.devices, "sp": True}
+    n = chips or rec.devices
+    fields = parse_plan(SERVING_PLAN.format(n=n)) if model.is_moe else {"tp": n, "sp": True}
     fields["precision"] = "bf16"
     fields.update(record_plan_fields(rec))
     return fields

@@ -33,18 +33,26 @@ def predict_result(rec: RunRecord):
 
 def simulate_serving_record(rec: RunRecord):
     """Simulate a prefill or decode row (layout: ``convert.serving_plan_fields``). A decode row whose
-    notes mention MTP decodes one draft token per step with MTP_ACCEPTED_TOKENS accepted."""
+    notes mention MTP decodes one draft token per step with MTP_ACCEPTED_TOKENS accepted. The row's
+    ``devices`` counts cards (``node.chips_per_card`` chips each). A row that does not state its KV
+    dtype has a 16-bit cache when its batch fits, else an int8 one (what the deployment had to do)."""
     from npusim.config.plan import make_plan
     from npusim.config.workload import InferenceWorkload
-    from npusim.engine.serve import simulate_serving
+    from npusim.engine.serve import resolve_serving_plan, serving_memory, simulate_serving
     from npusim.validate.convert import record_hardware, record_model, serving_plan_fields
 
-    model = record_model(rec)
-    fields = serving_plan_fields(rec, model)
+    model, hw = record_model(rec), record_hardware(rec)
+    chips = rec.devices * hw.node.chips_per_card
+    fields = serving_plan_fields(rec, model, chips)
     mtp = "MTP" in (rec.notes or "") and rec.workload == "decode"
     wl = InferenceWorkload(kind=rec.workload, batch=rec.batch, input_len=rec.input_len, output_len=rec.output_len,
                            draft_tokens=1 if mtp else 0, accepted_tokens=MTP_ACCEPTED_TOKENS if mtp else 0.0)
-    return simulate_serving(model, record_hardware(rec), make_plan(fields, rec.origin or rec.id), wl, rec.devices)
+    plan = make_plan(fields, rec.origin or rec.id)
+    if plan.kv_precision == "auto":
+        full = resolve_serving_plan(plan, model, chips, rec.batch, rec.origin or rec.id)
+        if sum(serving_memory(model, full, wl, rec.batch // full.dp).values()) > hw.chip.hbm_capacity_GB * 1e9:
+            plan = plan.model_copy(update={"kv_precision": "int8"})
+    return simulate_serving(model, hw, plan, wl, chips)
 
 
 def simulate_record(rec: RunRecord):

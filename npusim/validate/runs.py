@@ -63,17 +63,6 @@ run-c,nvidia-h100-sxm-80g,llama3-8b,8,"tp=1,zero=1,mb=1",8192,64,,,0.45,npusim
 """A minimal run-record CSV (``npusim validate --template``): the required columns and one row per
 kind of measured value (step time; tokens/s of all devices; MFU with its FLOP convention)."""
 
-DISPUTED_ROWS = {
-    "V074": "the same model, GPUs, plan and (balanced) routed work measured 10,494 tokens/s/GPU in the NeMo "
-            "25.09 container (token-drop routing), 1.99x this row's 5,275 (25.11, dropless)",
-    "V121": "the README's GPU reference for the same configuration (837 tokens/s/GPU) sits as far below "
-            "the prediction on an A100 as this row does on the 910B; the flags benchmarked are not stated",
-    "V124": "dense rows of the same README and commit run at the MFU npusim predicts, this MoE row (like "
-            "V121) at 2.1x less; the flags benchmarked are not stated",
-}
-"""Rows that another measurement from the same source puts in doubt (benchmarks/crosscheck.py ->
-docs/crosscheck.md). They stay in every accuracy table; gates report them separately."""
-
 
 def published_path() -> Path:
     """The packaged ``published.csv``."""

@@ -100,7 +100,8 @@ class RunRecord:
     precision: Optional[Literal["bf16", "fp16", "fp8", "int8"]] = None
     master_weights: Optional[Literal["fp32", "none"]] = None
     routing: Optional[Literal["balanced", "dropless"]] = None
-    """How the measured run routed tokens (descriptive; the plan's ``routing=`` sets the simulated load)."""
+    """How the measured run routed tokens: sets the simulated load (balanced -> ``routing=balanced``,
+    dropless -> ``routing=learned``; npusim.validate.convert.ROUTING_OF) unless the plan cell states ``routing=``."""
     plan: Optional[str] = None
     """The ``--plan`` string of the run (every plan key of docs/formats.md)."""
     batch: Optional[PosInt] = None

@@ -207,7 +207,7 @@ def predicted_by_class(inp, rank: int = 0) -> dict[str, float]:
     if not 0 <= rank < plan.pp:
         raise ConfigError("--rank", "rank", rank, "not a pipeline rank of the plan", f"0 .. {plan.pp - 1}")
     layout = pipeline_layout(plan.pipeline_schedule, plan.pp, plan.vpp)
-    sh = make_shard(si.model, plan, si.seq_len, places["ep"].domains, sp.load.dropped_fraction)
+    sh = make_shard(si.model, plan, si.seq_len, places["ep"].domains, sp.load.dropped_fraction, sp.load.expert_spread)
     m = si.micro_batches / layout.copies
     out: dict[str, float] = defaultdict(float)
     cache: dict = {}

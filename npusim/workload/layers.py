@@ -6,6 +6,7 @@ norm/dropout regions over TP. All FLOP counts are per device for one micro-batch
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from npusim.workload.ops import Collective, Comm, Op, Pass
@@ -32,6 +33,14 @@ class Shard:
     """Scale-up domains (servers) one EP group spans."""
     dropped_fraction: float = 0.0
     """Routed token slots dropped by the capacity factor."""
+    expert_spread: float = 0.0
+    """Coefficient of variation of tokens per local expert (0 = every expert gets the mean)."""
+    moe_dispatch: str = "alltoall"
+    """EP token exchange: 'alltoall' (permute + all-to-all) or 'allgather' (all-gather + local gather)."""
+    capacity_factor: float = 0.0
+    """Per-expert token cap as a multiple of the mean (0 = dropless)."""
+    pad_to_capacity: bool = False
+    """Drop-and-pad: every expert's rows padded to its capacity (fixed shapes, no imbalance)."""
 
     @property
     def tokens(self) -> int:
@@ -44,7 +53,7 @@ class Shard:
         return self.tokens // self.tp if self.sp else self.tokens
 
 
-def gemm(name: str, m: int, n: int, k: int, groups: int = 1, w_bytes: int = ACT_BYTES) -> Op:
+def gemm(name: str, m: int, n: int, k: int, groups: int = 1, w_bytes: float = ACT_BYTES) -> Op:
     """A (grouped) GEMM [m,k] x [k,n] with its minimum HBM traffic."""
     flops = 2.0 * m * n * k * groups
     traffic = groups * ((m * k + m * n) * ACT_BYTES + k * n * w_bytes)
@@ -155,7 +164,10 @@ def dense_mlp_pass(model, sh: Shard) -> Pass:
 
 
 def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
-    """Forward of one MoE block: router, permute, dispatch, grouped expert GEMMs, combine, shared expert.
+    """Forward of one MoE block, every kernel lowered: router GEMM, score function, top-k, aux loss,
+    dispatch (token sort + permute + all-to-all, or all-gather + local gather), grouped expert GEMMs
+    and activation, combine (unsort + all-to-all + weighted unpermute, or scatter-add +
+    reduce-scatter), shared experts.
 
     ``load_factor`` scales the routed tokens of this device (1 = perfectly balanced; the busiest
     device of an imbalanced router has > 1).
@@ -164,35 +176,108 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     p = Pass()
     p.add(elementwise("post_norm", sh.norm_tokens * h, passes=2.0, flops_per_elem=4))
     T_unique = sh.tokens // sh.tp  # tokens this device routes (TP ranks split the token set)
-    p.add(gemm("router", T_unique, model.experts, h))
-    p.add(elementwise("router_softmax_topk", T_unique * model.experts, passes=2.0, flops_per_elem=6))
-    assign = T_unique * model.top_k * (1.0 - sh.dropped_fraction) * load_factor
-    p.add(elementwise("permute", assign * h, passes=2.0))
+    p.add(*router_ops(model, T_unique))
+    slots = T_unique * model.top_k * (1.0 - sh.dropped_fraction)
+    assign = expert_slots(model, sh, slots * load_factor)
     eep, etp = sh.expert_ep, sh.expert_tp
+    gathered = sh.moe_dispatch == "allgather" and eep > 1
+    if gathered:
+        p.add(*allgather_dispatch(model, sh, T_unique, assign))
+    else:
+        p.add(index_sort("permute_index", T_unique * model.top_k))
+        p.add(elementwise("permute", assign * h, passes=2.0))
     if etp > 1:
         p.add(Comm("etp_gather", "ep", "all_gather", "etp", etp, assign * etp * h * ACT_BYTES))
-    a2a = ep_all_to_all(model, sh, "dispatch", T_unique * load_factor, assign)
+    a2a = [] if gathered else ep_all_to_all(model, sh, "dispatch", T_unique * load_factor, assign)
     p.add(*a2a)
     local_experts = model.experts // eep
-    active = max(1, round(active_experts(local_experts, assign * etp)))
-    tok_per_expert = max(1, round(assign * etp / active))
-    width = model.expert_ffn_hidden // etp
-    up_n = width * (2 if model.mlp == "swiglu" else 1)
-    # GEMM shapes take whole tokens per expert; FLOPs count the routed tokens exactly, so the
-    # hardware FLOPs never fall below the model FLOPs by rounding
-    tokens = assign * etp
-    p.add(replace(gemm("expert_up", tok_per_expert, up_n, h, groups=active), flops=2.0 * tokens * up_n * h))
-    p.add(elementwise("expert_act", tok_per_expert * active * width, passes=3.0, flops_per_elem=8))
-    p.add(replace(gemm("expert_down", tok_per_expert, h, width, groups=active), flops=2.0 * tokens * h * width))
-    p.add(*[replace(c, name=c.name.replace("dispatch", "combine")) for c in reversed(a2a)])
+    sort_chunks = not gathered and eep > 1 and local_experts > 1
+    if sort_chunks:  # received chunks are ordered by source rank: regroup them by local expert
+        p.add(elementwise("dispatch_sort", assign * etp * h, passes=2.0, flops_per_elem=0))
+    p.add(*expert_ops(model, sh, assign * etp, local_experts))
+    if sort_chunks:
+        p.add(elementwise("combine_sort", assign * etp * h, passes=2.0, flops_per_elem=0))
     if etp > 1:
         p.add(Comm("etp_scatter", "ep", "reduce_scatter", "etp", etp, assign * etp * h * ACT_BYTES))
-    p.add(elementwise("unpermute", assign * h, passes=2.0))
+    p.add(*[replace(c, name=c.name.replace("dispatch", "combine")) for c in reversed(a2a)])
+    if gathered:
+        p.add(*allgather_combine(model, sh, T_unique, assign))
+    else:
+        # weighted scatter-add of the top-k expert outputs back into token order (zero-filled output)
+        p.add(Op("unpermute", "memory", 2.0 * assign * h, (assign + 2.0 * T_unique) * h * ACT_BYTES))
     if model.shared_experts:
         p.add(*ffn_ops(model, sh.tokens, model.shared_experts * model.expert_ffn_hidden // sh.tp, "shared"))
         p.add(*tp_collective("tp_shared_out", sh, sh.tokens * h, after_row_parallel=True))
     p.add(elementwise("residual_dropout", sh.norm_tokens * h, passes=3.0))
     return p
+
+
+ROUTER_BYTES = 4
+"""Router probabilities are fp32 (Megatron-Core computes the score function in fp32)."""
+
+
+def router_ops(model, T: int) -> list[Op]:
+    """Router GEMM, score function (softmax or sigmoid: one fp32 pass over [T, E]), top-k
+    selection and the load-balancing loss statistics (per-expert counts and mean probabilities)."""
+    E, k = model.experts, model.top_k
+    scores = float(T) * E
+    return [gemm("router", T, E, model.hidden),
+            Op("router_score", "memory", 5.0 * scores, scores * (ACT_BYTES + ROUTER_BYTES)),
+            Op("router_topk", "memory", scores * max(1.0, math.log2(k)), scores * ROUTER_BYTES + T * k * 12.0),
+            Op("router_aux_loss", "memory", 2.0 * scores, scores * (ROUTER_BYTES + 1) + E * 8.0)]
+
+
+def index_sort(name: str, n: float) -> Op:
+    """Stable sort of ``n`` routed (token, expert) int64 indices by expert: a radix sort reads and
+    writes keys and values once per 8-bit digit of the expert id (two passes below 256 experts)."""
+    return Op(name, "memory", 4.0 * n, 2 * 2.0 * 2 * n * 8.0)
+
+
+def expert_slots(model, sh: Shard, slots: float) -> float:
+    """Token rows this device's experts hold: the routed ``slots`` spread over EP ranks, or, with
+    drop-and-pad (``capacity_factor``), every local expert padded to its capacity."""
+    if sh.capacity_factor > 0 and sh.pad_to_capacity:
+        mean_slots = sh.tokens // sh.tp * model.top_k  # the EP group's mean per rank: capacity base
+        return sh.capacity_factor * mean_slots
+    return slots
+
+
+def expert_ops(model, sh: Shard, tokens: float, local_experts: int) -> list[Op]:
+    """Grouped up/down GEMMs over the active local experts (tokens per expert spread by the router)
+    and the expert activation, for ``tokens`` token rows on this device."""
+    h, etp = model.hidden, sh.expert_tp
+    padded = sh.capacity_factor > 0 and sh.pad_to_capacity
+    active = local_experts if padded else max(1, round(active_experts(local_experts, tokens)))
+    tok_per_expert = max(1, round(tokens / active))
+    spread = 0.0 if padded else sh.expert_spread
+    width = model.expert_ffn_hidden // etp
+    up_n = width * (2 if model.mlp == "swiglu" else 1)
+    # GEMM shapes take whole tokens per expert; FLOPs count the routed tokens exactly, so the
+    # hardware FLOPs never fall below the model FLOPs by rounding
+    up = gemm("expert_up", tok_per_expert, up_n, h, groups=active)
+    down = gemm("expert_down", tok_per_expert, h, width, groups=active)
+    return [replace(up, flops=2.0 * tokens * up_n * h, spread=spread),
+            elementwise("expert_act", tokens * width, passes=3.0, flops_per_elem=8),
+            replace(down, flops=2.0 * tokens * h * width, spread=spread)]
+
+
+def allgather_dispatch(model, sh: Shard, T: int, assign: float) -> list:
+    """All-gather dispatcher: every EP rank gathers all tokens and their top-k choices, masks the
+    ones routed to its experts and gathers those rows (Megatron-Core MoEAllGatherTokenDispatcher)."""
+    eep, h, k = sh.expert_ep, model.hidden, model.top_k
+    return [Comm("ep_gather_tokens", "ep", "all_gather", "ep", eep, T * eep * h * ACT_BYTES, overlappable=True),
+            Comm("ep_gather_routing", "ep", "all_gather", "ep", eep, T * eep * k * 12.0),
+            Op("local_mask", "memory", 2.0 * T * eep * k, T * eep * k * 9.0),
+            index_sort("permute_index", T * eep * k / eep),
+            elementwise("permute", assign * h, passes=2.0, flops_per_elem=0)]
+
+
+def allgather_combine(model, sh: Shard, T: int, assign: float) -> list:
+    """All-gather combine: weighted scatter-add of the local expert outputs into a zero-filled
+    buffer of all the EP group's tokens, then reduce-scatter back to the owners."""
+    eep, h = sh.expert_ep, model.hidden
+    return [Op("unpermute", "memory", 2.0 * assign * h, (T * eep + 2.0 * assign) * h * ACT_BYTES),
+            Comm("ep_scatter_tokens", "ep", "reduce_scatter", "ep", eep, T * eep * h * ACT_BYTES, overlappable=True)]
 
 
 def active_experts(local: int, routed_slots: float) -> float:

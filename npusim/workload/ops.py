@@ -26,6 +26,8 @@ class Op:
     """Independent GEMMs of shape (m, n, k) in one kernel (batched or grouped GEMM)."""
     seq: int = 0
     """Sequence length, for attention efficiency."""
+    spread: float = 0.0
+    """Grouped GEMMs: coefficient of variation of the rows per group (0 = equal groups)."""
     recompute: bool = False
     """True when this op is a recomputation in the backward pass."""
 

@@ -1,6 +1,7 @@
 """MoE routing load as an input: tokens per expert per micro-batch, sampled with a seed.
 
-Schemes: ``balanced`` (forced uniform load), ``uniform`` (random top-k, multinomial), ``zipf``
+Schemes: ``balanced`` (forced uniform load), ``uniform`` (random top-k, multinomial), ``learned``
+(the skew of a trained, auxiliary-loss-balanced router: see :data:`LEARNED_MAX_VIOLATION`), ``zipf``
 (expert popularity ~ rank^-s), ``dirichlet`` (popularity ~ Dirichlet(alpha) per micro-batch),
 ``grouped`` (MoGE: top_k/expert_groups experts from every group, so every group gets the same
 load), and ``histogram`` (measured tokens per expert from a CSV). Expert counts for large token
@@ -15,8 +16,15 @@ from typing import Literal, Optional
 
 import numpy as np
 
-Scheme = Literal["balanced", "uniform", "zipf", "dirichlet", "grouped", "histogram"]
-SCHEMES: tuple[str, ...] = ("balanced", "uniform", "zipf", "dirichlet", "grouped", "histogram")
+Scheme = Literal["balanced", "uniform", "learned", "zipf", "dirichlet", "grouped", "histogram"]
+SCHEMES: tuple[str, ...] = ("balanced", "uniform", "learned", "zipf", "dirichlet", "grouped", "histogram")
+
+LEARNED_MAX_VIOLATION = 0.52
+"""Busiest expert's load / mean load - 1 of a trained router balanced by an auxiliary loss:
+MaxVio_global of the auxiliary-loss-controlled 3B MoE (64 experts, top-6) in Wang et al.,
+"Auxiliary-Loss-Free Load Balancing Strategy for Mixture-of-Experts", arXiv 2408.15664 (2024),
+Table 1 (0.72 for the 1B model; 0.04 with loss-free balancing). ``routing=learned`` spreads expert
+popularity log-normally with this max/mean; ``routing_param`` != 1 scales the violation."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +43,39 @@ class RoutingSpec:
     """Tokens per expert capped at capacity_factor x mean (0 = dropless)."""
     redundant_experts: int = 0
     """Hot experts replicated onto the least-loaded devices (EPLB-style), per EP group."""
+    placement_interval: int = 0
+    """Dynamic placement: experts re-placed every this many steps from the load counted since the
+    last re-placement (0 = static contiguous placement)."""
+
+
+def learned_popularity(experts: int, max_violation: float) -> np.ndarray:
+    """Expert popularity of a trained router, sorted descending: log-normal over experts (normal
+    quantiles), its spread solved so that the busiest expert carries (1 + max_violation) x the mean."""
+    from statistics import NormalDist
+
+    z = np.array([NormalDist().inv_cdf((e + 0.5) / experts) for e in range(experts)])[::-1]
+
+    def ratio(sigma: float) -> float:
+        w = np.exp(sigma * z)
+        return float(w[0] / w.mean())
+
+    lo, hi = 0.0, 8.0
+    if max_violation <= 0 or experts <= 1:
+        return np.full(experts, 1.0 / max(1, experts))
+    target = min(1.0 + max_violation, experts * 0.999)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ratio(mid) < target else (lo, mid)
+    w = np.exp(lo * z)
+    return w / w.sum()
 
 
 def expert_popularity(spec: RoutingSpec, experts: int, rng: np.random.Generator) -> np.ndarray:
     """Probability that a routed slot lands on each expert, for one micro-batch."""
     if spec.scheme in ("balanced", "uniform", "grouped"):
         return np.full(experts, 1.0 / experts)
+    if spec.scheme == "learned":
+        return learned_popularity(experts, LEARNED_MAX_VIOLATION * spec.param)[rng.permutation(experts)]
     if spec.scheme == "zipf":
         p = 1.0 / np.arange(1, experts + 1) ** spec.param
         p = p[rng.permutation(experts)]
@@ -119,18 +154,40 @@ def apply_capacity(counts: np.ndarray, capacity_factor: float) -> tuple[np.ndarr
     return kept, float((total - kept.sum()) / total) if total else 0.0
 
 
-def device_loads(counts: np.ndarray, devices: int, redundant: int = 0) -> np.ndarray:
-    """Tokens per device with experts laid out contiguously; hot experts replicated greedily."""
-    per = counts.reshape(devices, -1).copy()
-    for _ in range(redundant):
-        src = int(per.sum(axis=1).argmax())
+def device_experts(counts: np.ndarray, devices: int, redundant: int = 0) -> np.ndarray:
+    """Tokens per expert copy on each device [devices, copies]: experts laid out contiguously, then
+    ``redundant`` hot experts replicated greedily (the busiest device's hottest expert gets a copy on
+    the least-loaded device and the two copies split its tokens)."""
+    per = counts.reshape(devices, -1).astype(float)
+    extra = np.zeros((devices, redundant))
+    for i in range(redundant):
+        loads = per.sum(axis=1) + extra.sum(axis=1)
+        src, dst = int(loads.argmax()), int(loads.argmin())
         e = int(per[src].argmax())
-        dst = int(per.sum(axis=1).argmin())
         half = per[src, e] / 2.0
         per[src, e] -= half
-        per = np.concatenate([per, np.zeros((devices, 1))], axis=1)
-        per[dst, -1] = half
-    return per.sum(axis=1)
+        extra[dst, i] = half
+    return np.concatenate([per, extra], axis=1) if redundant else per
+
+
+def balanced_placement(estimate: np.ndarray, devices: int) -> np.ndarray:
+    """Expert order that puts experts/devices experts on each device with near-equal estimated load:
+    hottest first, each to the least-loaded device that still has a free slot (greedy LPT with equal
+    expert counts, as load-aware placement does)."""
+    per = len(estimate) // devices
+    loads = np.zeros(devices)
+    slots: list[list[int]] = [[] for _ in range(devices)]
+    for e in np.argsort(-estimate, kind="stable"):
+        free = [d for d in range(devices) if len(slots[d]) < per]
+        d = min(free, key=lambda i: loads[i])
+        slots[d].append(int(e))
+        loads[d] += estimate[e]
+    return np.array([e for s in slots for e in s])
+
+
+def device_loads(counts: np.ndarray, devices: int, redundant: int = 0) -> np.ndarray:
+    """Tokens per device with experts laid out contiguously; hot experts replicated greedily."""
+    return device_experts(counts, devices, redundant).sum(axis=1)
 
 
 @dataclass(frozen=True)
@@ -143,24 +200,50 @@ class LoadStats:
     dropped_fraction: float
     imbalance_score: float
     """Expected (max - min) / tokens over devices (Pangu Pro MoE's IS)."""
+    expert_spread: float = 0.0
+    """Expected coefficient of variation of tokens per expert on the busiest device (sets the
+    grouped-GEMM efficiency of unequal groups)."""
 
 
 def load_stats(spec: RoutingSpec, model, ep_devices: int, tokens: int) -> LoadStats:
     """Sample routings of ``tokens`` tokens over an EP group of ``ep_devices`` (seeded, deterministic)."""
-    if spec.scheme == "balanced" or ep_devices <= 1 and spec.capacity_factor <= 0:
+    if spec.scheme == "balanced":
         return LoadStats(1.0, 1.0, 0.0, 0.0)
     rng = np.random.default_rng(spec.seed)
-    mx, mn, drop, score = [], [], [], []
+    mx, mn, drop, score, cv = [], [], [], [], []
     for _ in range(spec.samples):
-        counts = sample_expert_tokens(spec, model.experts, model.top_k, model.expert_groups, tokens, rng)
+        if spec.placement_interval > 0 and ep_devices > 1:
+            counts = placed_counts(spec, model, ep_devices, tokens, rng)
+        else:
+            counts = sample_expert_tokens(spec, model.experts, model.top_k, model.expert_groups, tokens, rng)
         counts, d = apply_capacity(counts, spec.capacity_factor)
-        loads = device_loads(counts, ep_devices, spec.redundant_experts)
+        per = device_experts(counts, ep_devices, spec.redundant_experts)
+        loads = per.sum(axis=1)
         mean = loads.mean()
+        busiest = per[int(loads.argmax())]
         mx.append(loads.max() / mean)
         mn.append(loads.min() / mean)
         drop.append(d)
         score.append((loads.max() - loads.min()) / tokens)
-    return LoadStats(float(np.mean(mx)), float(np.mean(mn)), float(np.mean(drop)), float(np.mean(score)))
+        busy = busiest[busiest > 0]
+        cv.append(float(busy.std() / busy.mean()) if busy.size else 0.0)
+    return LoadStats(float(np.mean(mx)), float(np.mean(mn)), float(np.mean(drop)), float(np.mean(score)),
+                     float(np.mean(cv)))
+
+
+def placed_counts(spec: RoutingSpec, model, devices: int, tokens: int, rng: np.random.Generator) -> np.ndarray:
+    """Tokens per expert of one micro-batch, reordered by a dynamic placement: the placement is
+    computed from the tokens counted over the last ``placement_interval`` steps (one micro-batch of
+    ``tokens`` per step, the least a step routes), under the same expert popularity (no drift between
+    re-placements: an assumption). What it leaves is the estimation noise, the indivisibility of
+    experts and this micro-batch's own sampling noise."""
+    p = expert_popularity(spec, model.experts, rng)
+    slots = tokens * model.top_k
+    if spec.scheme == "balanced":
+        return np.full(model.experts, slots / model.experts)
+    seen = rng.multinomial(slots * spec.placement_interval, p).astype(float)
+    order = balanced_placement(seen, devices)
+    return rng.multinomial(slots, p).astype(float)[order]
 
 
 def imbalance_score(scheme: str, experts: int, top_k: int, devices: int, tokens: int, groups: int = 0,

@@ -105,3 +105,19 @@ def test_big_gemms_within_25pct_of_h200(h200, measured):
     assert len(big) >= 10
     worst = max(abs(_predict(h200, r) / r["s"] - 1) for r in big)
     assert worst < 0.25
+
+
+def test_grouped_gemm_spread_costs_time_and_zero_spread_is_the_group_mean():
+    from dataclasses import replace
+
+    from npusim.cost.compute import group_efficiency, grouped_gemm_efficiency
+
+    hw = load_profile("nvidia-h100-sxm-80g")
+    d = hw.derating.model_copy(update={"grouped_gemm_tokens_half": 64.0})
+    op = gemm("expert_up", 256, 2816, 2048, groups=8)
+    assert grouped_gemm_efficiency(d, op) == pytest.approx(group_efficiency(d, 256, 256, 2816, 2048))
+    effs = [grouped_gemm_efficiency(d, replace(op, spread=s)) for s in (0.0, 0.3, 0.8)]
+    assert effs[0] > effs[1] > effs[2] > 0
+    # weight gradient: the tokens are the reduction dimension K
+    wgrad = replace(op, name="expert_up_wgrad", m=2048, n=2816, k=256)
+    assert grouped_gemm_efficiency(d, wgrad) == pytest.approx(group_efficiency(d, 256, 2048, 2816, 256, True))

@@ -74,3 +74,30 @@ def test_grouped_routing_on_model_without_groups_is_an_error():
         simulate(load_model("mixtral-8x7b"), load_profile("atlas-800t-a2"),
                  make_plan(parse_plan("tp=8,ep=1,routing=grouped")), TrainWorkload(seq_len=2048, global_batch=8), 8)
     assert "expert groups" in str(e.value)
+
+
+def test_redundant_experts_cost_memory_and_a_gradient_sync_and_cut_imbalance():
+    m, hw = load_model("deepseek-v2-lite"), load_profile("atlas-800t-a2")
+    wl = TrainWorkload(seq_len=4096, global_batch=8)
+    base = "tp=1,pp=1,ep=8,zero=1,routing=learned,micro_batch=1,recompute=full"
+    plain = simulate(m, hw, make_plan(parse_plan(base)), wl, 8)
+    extra = simulate(m, hw, make_plan(parse_plan(base + ",redundant_experts=8")), wl, 8)
+    assert extra.peak_memory_GB > plain.peak_memory_GB
+    assert extra.breakdown_s["dp_comm"] >= plain.breakdown_s["dp_comm"]
+    assert extra.breakdown_s["imbalance"] < plain.breakdown_s["imbalance"]
+
+
+def test_pad_to_capacity_needs_a_capacity():
+    from npusim.config.plan import resolve_plan
+
+    m = load_model("deepseek-v2-lite")
+    with pytest.raises(ConfigError, match="capacity_factor"):
+        resolve_plan(make_plan(parse_plan("ep=8,pad_to_capacity=1")), m, 8, 8, 4096)
+    padded = simulate(m, load_profile("atlas-800t-a2"), make_plan(parse_plan(
+        "ep=8,zero=1,recompute=full,routing=learned,capacity_factor=1.25,pad_to_capacity=1")),
+        TrainWorkload(seq_len=4096, global_batch=8), 8)
+    dropless = simulate(m, load_profile("atlas-800t-a2"), make_plan(parse_plan(
+        "ep=8,zero=1,recompute=full,routing=learned")), TrainWorkload(seq_len=4096, global_batch=8), 8)
+    # padding computes 1.25x the mean rows on every rank; dropless the busiest rank's (< 1.25x) load
+    assert padded.breakdown_s.get("imbalance", 0.0) == pytest.approx(0.0, abs=1e-9)
+    assert padded.breakdown_s["compute"] > dropless.breakdown_s["compute"]

@@ -24,13 +24,14 @@ def test_dry_run_counts_axes_checks_and_time(tmp_path, capsys):
     d = json.loads(out)
     assert rc == 0 and not d["over_limit"] and d["points"] > 100
     assert d["axes"]["devices"] == [16, 32] and d["axes"]["plan.recompute"] == ["none", "full"]
-    assert d["removed"]["constraint"] == 2 and d["removed"]["divisibility"] > 0
+    assert d["removed"]["constraint"] == 2 and d["removed"]["divisibility"] > 0 and d["removed"]["dominated"] > 0
     assert d["to_evaluate"] == d["points"] - sum(d["removed"].values())
     assert d["estimate_s"]["total_s"] > 0
     assert not (tmp_path / "out").exists()
     rc = main(["sweep", str(spec), "--dry-run", "--workers", "1"])
     text, _ = capsys.readouterr()
-    assert rc == 0 and "points per axis" in text and "cheap checks remove" in text and "estimated time" in text
+    assert rc == 0 and "points per axis" in text and "cheap checks and the search remove" in text
+    assert "estimated time" in text and "dominated" in text
 
 
 def test_max_points_refuses_with_the_count(tmp_path, capsys):
@@ -184,7 +185,7 @@ def test_error_table_matches_docs_accuracy():
     mape = {t: pytest.approx(float(m) / 100) for t, m in re.findall(r"^## (.+?)\n.*?MAPE=([\d.]+)%", text, re.S | re.M)}
     assert ERROR_FRACTION[("nvidia-a100", "dense")] == mape["Dense A100 (Narayanan T1-2, Korthikanti T5) - the issue-2 gate"]
     assert ERROR_FRACTION[("nvidia", "dense")] == mape["H100 dense (Megatron-Bridge, NeMo 24.12, AutoModel)"]
-    assert ERROR_FRACTION[("nvidia", "moe")] == mape["H100 MoE (balanced routing)"]
+    assert ERROR_FRACTION[("nvidia", "moe")] == mape["H100 MoE (force-balanced benchmark routing)"]
     assert ERROR_FRACTION[("ascend", "moe")] == mape["Ascend 910B (MindSpeed-LLM)"]
     assert ERROR_FRACTION[("ascend", "serving")] == mape["Inference (Pangu Pro MoE)"]
     assert ALL == pytest.approx(float(re.search(r"All rows: n=\d+ MAPE=([\d.]+)%", text).group(1)) / 100)

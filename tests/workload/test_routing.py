@@ -58,3 +58,43 @@ def test_histogram_routing_reads_a_file(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_stats(RoutingSpec("histogram", histogram=str(bad)), PRO, 8, 4096)
     assert "bad.csv:2" in str(e.value)
+
+
+def test_learned_popularity_has_the_published_max_violation():
+    from npusim.workload.routing import LEARNED_MAX_VIOLATION, learned_popularity
+
+    for experts in (8, 64, 256):
+        p = learned_popularity(experts, LEARNED_MAX_VIOLATION)
+        assert p.sum() == pytest.approx(1.0)
+        assert p.max() * experts == pytest.approx(1.0 + LEARNED_MAX_VIOLATION, rel=1e-6)
+
+
+def test_learned_routing_is_more_skewed_than_random_topk():
+    m = load_model("deepseek-v2-lite")
+    uni = load_stats(RoutingSpec("uniform"), m, 8, 8192 * 8)
+    learned = load_stats(RoutingSpec("learned"), m, 8, 8192 * 8)
+    assert learned.max_over_mean > uni.max_over_mean + 0.05
+    assert learned.expert_spread > uni.expert_spread > 0.0
+    assert load_stats(RoutingSpec("balanced"), m, 8, 8192).expert_spread == 0.0
+
+
+def test_redundant_experts_conserve_tokens_and_cut_the_peak():
+    from npusim.workload.routing import device_experts
+
+    counts = np.array([40.0, 1, 1, 1, 1, 1, 1, 1])
+    per = device_experts(counts, 4, redundant=2)
+    assert per.sum() == pytest.approx(counts.sum())
+    assert per.sum(axis=1).max() < device_experts(counts, 4).sum(axis=1).max()
+
+
+def test_dynamic_placement_leaves_less_imbalance_than_static():
+    from npusim.workload.routing import balanced_placement
+
+    m = load_model("deepseek-v2-lite")
+    static = load_stats(RoutingSpec("learned"), m, 8, 8192 * 8)
+    placed = load_stats(RoutingSpec("learned", placement_interval=10), m, 8, 8192 * 8)
+    assert 1.0 < placed.max_over_mean < static.max_over_mean
+    order = balanced_placement(np.array([8.0, 1, 1, 1, 4, 4, 2, 3]), 2)
+    assert sorted(order.tolist()) == list(range(8))
+    loads = np.array([8.0, 1, 1, 1, 4, 4, 2, 3])[order].reshape(2, 4).sum(axis=1)
+    assert loads.max() - loads.min() <= 2.0
