@@ -1,5 +1,6 @@
-"""Sweep benchmark: fast-tier and full-simulation rates, wall time of sweep (a), agreement between
-the tiers, and where the published Pangu choices rank.
+"""Sweep benchmark: fast-tier and full-simulation rates (by wall time and by CPU time: the machine is
+shared, so wall-time rates move with the load), wall and CPU time of sweeps (a), (b) and the
+545k-point (d), agreement between the tiers, and where the published Pangu choices rank.
 
 Usage: ``python benchmarks/sweep_speed.py [--workers 2] [--sample 300]``. Prints the tables and
 rewrites the benchmark section of docs/sweep.md (between its BEGIN/END markers).
@@ -23,6 +24,7 @@ DOC = ROOT / "docs" / "sweep.md"
 BEGIN, END = "<!-- BEGIN sweep_speed.py -->", "<!-- END sweep_speed.py -->"
 ULTRA = ROOT / "sweeps" / "pangu-ultra-search.yaml"
 PRO = ROOT / "sweeps" / "pangu-pro-search.yaml"
+SHAPES = ROOT / "sweeps" / "pangu-ultra-shapes.yaml"
 ULTRA_PLAN = "tp=8,pp=16,vpp=2,ep=4,tp_extend_ep=1,sp=1,zero=1,micro_batch=2"
 PRO_PLAN = "tp=8,pp=5,vpp=5,ep=2,sp=1,zero=1"
 
@@ -38,12 +40,25 @@ def capacity_example() -> tuple[float, str]:
 
 
 
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of every finished child process of this one, so far."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def cli_sweep(spec: Path, out: Path, workers: int) -> tuple[float, dict]:
-    """Run ``npusim sweep`` as a subprocess; return (wall seconds, summary)."""
+    """Run ``npusim sweep`` as a subprocess; return (wall seconds, summary); the summary gains
+    ``cpu_s``, the CPU seconds of the sweep and its workers."""
     cmd = [sys.executable, "-m", "npusim.cli", "sweep", str(spec), "--out", str(out), "--workers", str(workers), "--json"]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), children_cpu_s()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
-    return time.perf_counter() - t0, json.loads(proc.stdout)
+    wall = time.perf_counter() - t0
+    summary = json.loads(proc.stdout)
+    summary["cpu_s"] = children_cpu_s() - c0
+    summary["size_MB"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    return wall, summary
 
 
 def tier_rates(spec: Path, out: Path, n: int, workers: int) -> dict:
@@ -78,17 +93,18 @@ def tier_rates(spec: Path, out: Path, n: int, workers: int) -> dict:
             "median_err": errs[len(errs) // 2], "p90_err": errs[int(0.9 * len(errs))], "max_err": errs[-1]}
 
 
-def in_process_rate(spec: Path) -> float:
-    """Fast-tier points/s of one process (cold caches) over every point of a spec."""
+def in_process_rate(spec: Path) -> tuple[float, float]:
+    """Fast-tier points/s of one process (cold caches) over every point of a spec: by wall time and
+    by CPU time."""
     from npusim.sweep import fast
     from npusim.sweep.evaluate import evaluate_fast
     from npusim.sweep.run import prepare
 
     fast.clear_caches()
     _, ctx, _, points = prepare(spec)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     evaluate_fast(ctx, points)
-    return len(points) / (time.perf_counter() - t0)
+    return len(points) / (time.perf_counter() - t0), len(points) / (time.process_time() - c0)
 
 
 def variant_bests(out: Path, keys: list[str], metric: str):
@@ -153,6 +169,7 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     wall_a, sa = cli_sweep(ULTRA, tmp / "a", args.workers)
     wall_b, sb = cli_sweep(PRO, tmp / "b", args.workers)
+    wall_d, sd = cli_sweep(SHAPES, tmp / "d", args.workers)
     rates = tier_rates(ULTRA, tmp / "a", args.sample, args.workers)
     single = in_process_rate(ULTRA)
     ua = variant_bests(tmp / "a", ["layers", "hidden", "experts"], "tokens_per_s")
@@ -185,7 +202,9 @@ def main() -> None:
             ["fast tier, sweep (a), 2 workers", f"{sa['fast']['points_per_s']:,.0f}",
              f"{sa['points']:,} points incl. memory-pruned ones; goal >= 1,000"],
             ["fast tier, sweep (b), 2 workers", f"{sb['fast']['points_per_s']:,.0f}", f"{sb['points']:,} points"],
-            ["fast tier, one process, cold caches", f"{single:,.0f}", "sweep (a), evaluate_fast in-process"],
+            ["fast tier, sweep (d), 2 workers", f"{sd['fast']['points_per_s']:,.0f}", f"{sd['points']:,} points"],
+            ["fast tier, one process, cold caches", f"{single[0]:,.0f}", "sweep (a), evaluate_fast in-process"],
+            ["the same, by CPU time", f"{single[1]:,.0f}", "points / CPU seconds of the process"],
             [f"fast tier, {rates['n']} random feasible points, 2 workers", f"{rates['fast_pps']:,.0f}",
              "batches of 10, little cache reuse between random points"],
             [f"full simulation, the same {rates['n']} points, 2 workers", f"{rates['full_pps']:,.1f}",
@@ -195,6 +214,13 @@ def main() -> None:
         f"Sweep (a) end to end (`npusim sweep sweeps/pangu-ultra-search.yaml`, process start to exit): "
         f"**{wall_a:.1f} s** for {sa['points']:,} points, full simulation on {sa['full']['simulated']} of them "
         f"(the top 100 plus each shape's best). Sweep (b): {wall_b:.1f} s for {sb['points']:,} points.", "",
+        table(["sweep", "points", "wall s", "CPU s", "points/s by wall", "points/s by CPU", "out MB"],
+              [[n, f"{s_['points']:,}", f"{w:.1f}", f"{s_['cpu_s']:.1f}", f"{s_['points'] / w:,.0f}",
+                f"{s_['points'] / s_['cpu_s']:,.0f}", f"{s_['size_MB']:.1f}"]
+               for n, w, s_ in (("(a) pangu-ultra-search", wall_a, sa), ("(b) pangu-pro-search", wall_b, sb),
+                                ("(d) pangu-ultra-shapes", wall_d, sd))]), "",
+        "Whole sweeps, process start to exit (generation, search, full tier, tables); CPU s = the sweep "
+        "and its worker processes together.", "",
         table(["sweep", "points", "fast pts/s", "full-simulated", "top-10 overlap", "Kendall tau", "median |step err| %"],
               [agreement_row("(a) Pangu Ultra", sa), agreement_row("(b) Pangu Pro", sb)]), "",
         f"On {rates['n']} random feasible points of sweep (a) (not just the best), fast vs full step time: "

@@ -176,7 +176,7 @@ def test_atomic_writes_leave_no_temporary_files(case, tmp_path, capsys, monkeypa
         rc, _, err = cli(WRITERS["sweep --out"][2](tmp_path, str(tmp_path / "out")), capsys)
         assert rc == 0, err
         leftovers = [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(outputs.TMP_SUFFIX)]
-        assert not leftovers and (tmp_path / "out" / "chunks" / "fast-000000.jsonl").is_file()
+        assert not leftovers and (tmp_path / "out" / "results.parquet").is_file()
         return
     target = tmp_path / "keep.txt"
     target.write_text("old\n")

@@ -100,7 +100,7 @@ def run(args) -> int:
 
     from npusim.sweep.report import format_summary
     from npusim.sweep.run import run_sweep
-    from npusim.sweep.store import CHUNK_DIR
+    from npusim.sweep.store import CHUNK_DIR, CHUNK_SUFFIX
 
     if args.dry_run:
         from npusim.sweep.dryrun import dry_run, format_dry_run
@@ -120,7 +120,7 @@ def run(args) -> int:
     except (Interrupted, KeyboardInterrupt) as e:
         signum = getattr(e, "signum", signal.SIGINT)
         chunks = Path(args.out) / CHUNK_DIR
-        kept = len(list(chunks.glob("*.jsonl"))) if chunks.is_dir() else 0
+        kept = len(list(chunks.glob("*" + CHUNK_SUFFIX))) if chunks.is_dir() else 0
         print(f"npusim: interrupted by {signal.Signals(signum).name}: {kept} finished chunks kept in {args.out}; "
               f"resume with: {resume_command(args.spec, args.out)}", file=sys.stderr, flush=True)
         return 128 + signum

@@ -7,9 +7,9 @@ capacity. The collective model asks the graph for per-device bandwidth of each t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+import weakref
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ class Tiers:
 
 
 _TIERS: dict[int, tuple] = {}
+"""id(profile) -> (weak reference to it, its Tiers); an entry goes when its profile is collected."""
 
 
 def tiers_of(hw) -> Tiers:
@@ -151,8 +152,9 @@ def tiers_of(hw) -> Tiers:
     on the profile object): the capacities ``build_graph`` puts on device 0's edges, computed
     directly so that a simulation need not build the graph (``tests/cost/test_collectives.py``
     checks them against ``read_tiers`` on every shipped profile)."""
-    hit = _TIERS.get(id(hw))
-    if hit is not None and hit[0] is hw:
+    i = id(hw)
+    hit = _TIERS.get(i)
+    if hit is not None and hit[0]() is hw:
         return hit[1]
     su, co = hw.node.scale_up, hw.cluster
     dom = hw.scale_up_devices
@@ -168,7 +170,13 @@ def tiers_of(hw) -> Tiers:
     lvl = su.second_level
     l2 = (min(total, lvl.bandwidth_GBps), lvl.latency_us) if lvl is not None else (0.0, 0.0)
     tiers = Tiers(total, link, su.latency_us, mesh, nic, co.latency_us, min(nic, nic / co.oversubscription), *l2)
-    _TIERS[id(hw)] = (hw, tiers)
+
+    def gone(ref, i=i) -> None:
+        cur = _TIERS.get(i)
+        if cur is not None and cur[0] is ref:
+            del _TIERS[i]
+
+    _TIERS[i] = (weakref.ref(hw, gone), tiers)
     return tiers
 
 

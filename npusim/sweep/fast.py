@@ -19,7 +19,7 @@ the same peak. Everything that does not depend on the point is memoised in modul
 """
 from __future__ import annotations
 
-from npusim.config.plan import resolve_plan
+from npusim.config.plan import ParallelPlan, resolve_plan
 from npusim.config.schedules import names
 from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
@@ -29,35 +29,39 @@ from npusim.engine.pipeline import RankTrace
 from npusim.engine.schedules import pair_steady, paired_fb, schedule_orders
 from npusim.engine.step import StepInputs, chunk_activation_bytes, swap_buffer_bytes, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time, routing_spec
 from npusim.flops import flops_per_token
-from npusim.sweep.lowered import oid, stage_cost, stage_prefix
+from npusim.sweep.lowered import clear_caches, stage_cost, stage_prefix  # noqa: F401 (fast.clear_caches)
+from npusim.sweep.memo import Reads, table, value_key
 from npusim.workload.passes import chunk_specs
 
 CLOSED_FORM = names(closed_form=True)
 """Schedules the closed form covers; others (zero-bubble, DualPipe...) fall back to the event simulation."""
-_PLACES: dict[tuple, dict] = {}
-_GROUPS: dict[tuple, list] = {}
-_LIVE: dict[tuple, list] = {}
-_LOAD: dict[tuple, object] = {}
-_PARAMS: dict[tuple, object] = {}
-_ACT: dict[tuple, float] = {}
-_REDUCE: dict[tuple, tuple] = {}
-_MFTOK: dict[tuple, float] = {}
-_MEMORY: dict[tuple, dict] = {}
-_PROFILE: dict[tuple, list] = {}
+_PLACES, _GROUPS, _LIVE, _LOAD, _PARAMS, _ACT, _REDUCE, _MFTOK, _MEMORY, _PROFILE = (table() for _ in range(10))
+"""Memo tables (``npusim.sweep.memo``; ``clear_caches`` empties them), keyed by what each function
+reads: config objects by value, plan fields by the declarations below."""
 
-
-def clear_caches() -> None:
-    """Drop every memo of the fast tier (and of the lowering it reuses)."""
-    from npusim.sweep import lowered
-
-    lowered.clear_caches()
-    for d in (_PLACES, _GROUPS, _LIVE, _LOAD, _PARAMS, _ACT, _REDUCE, _MFTOK, _MEMORY, _PROFILE):
-        d.clear()
+PLACE_READS = Reads(ParallelPlan, "tp cp dp expert_ep expert_tp")
+"""``placements`` (``group_layout``)."""
+LOAD_READS = Reads(ParallelPlan, "expert_ep micro_batch cp tp")
+"""``moe_load`` besides the routing spec."""
+PARAM_READS = Reads(ParallelPlan, "tp expert_ep expert_tp redundant_experts")
+"""``chunk_params``."""
+ACT_READS = Reads(ParallelPlan, "precision tp sp recompute recompute_modules offload_activations offload_modules "
+                                "flash_attention expert_ep expert_tp cp")
+"""``activation_bytes_per_layer`` besides the shard's tokens and sequence length."""
+MEMORY_READS = ACT_READS + PARAM_READS + Reads(
+    ParallelPlan, "pp vpp pipeline_schedule micro_batch zero master_weights offload_optimizer")
+"""The busiest rank's memory (``_memory``) besides the micro-batch count, placements and load."""
+REDUCE_READS = Reads(ParallelPlan, "tp expert_ep expert_tp zero precision master_weights redundant_experts")
+"""``dp_reduce_time`` besides the DP placements."""
+BUCKET_READS = REDUCE_READS + Reads(ParallelPlan, "cp dp")
+"""The DP gradient buckets of a chunk (``_bucket_time``)."""
+PROFILE_READS = Reads(ParallelPlan, "pp vpp zero master_weights overlap_grad_reduce offload_optimizer precision")
+"""A point's per-rank profile (``_profile``) besides its stages' key."""
 
 
 def _places(plan, hw) -> dict:
     """Placements of the plan's groups (memoised on the degrees that set them)."""
-    key = (oid(hw), plan.tp, plan.cp, plan.dp, plan.expert_ep, plan.expert_tp)
+    key = (value_key(hw),) + PLACE_READS(plan)
     hit = _PLACES.get(key)
     if hit is None:
         hit = _PLACES[key] = placements(plan, hw)
@@ -71,7 +75,7 @@ def _sig(spec) -> tuple:
 
 def rank_groups(model, pp: int, vpp: int) -> list[tuple[tuple, list]]:
     """Pipeline ranks grouped by the chunks they hold: [(chunk specs of the rank, ranks)], memoised."""
-    key = (oid(model), pp, vpp)
+    key = (value_key(model), pp, vpp)
     hit = _GROUPS.get(key)
     if hit is not None:
         return hit
@@ -115,7 +119,7 @@ def live_vectors(schedule: str, pp: int, vpp: int, m: int, ranks: tuple, paired:
 def _load(inp: StepInputs, places):
     """``moe_load`` memoised on the routing spec, model, EP size and tokens."""
     plan = inp.plan
-    key = (oid(inp.model), routing_spec(plan), plan.expert_ep, plan.micro_batch, inp.seq_len, plan.cp, plan.tp)
+    key = (value_key(inp.model), routing_spec(plan), inp.seq_len) + LOAD_READS(plan)
     hit = _LOAD.get(key)
     if hit is None:
         hit = _LOAD[key] = moe_load(inp, places)
@@ -124,7 +128,7 @@ def _load(inp: StepInputs, places):
 
 def _params(model, plan, spec):
     """``chunk_params`` memoised on the degrees that split parameters."""
-    key = (oid(model), plan.tp, plan.expert_ep, plan.expert_tp, _sig(spec))
+    key = (value_key(model), _sig(spec)) + PARAM_READS(plan)
     hit = _PARAMS.get(key)
     if hit is None:
         hit = _PARAMS[key] = chunk_params(model, plan, spec)
@@ -133,9 +137,7 @@ def _params(model, plan, spec):
 
 def _act_key(model, plan, sh, load_factor: float) -> tuple:
     """The plan fields activation memory reads (``npusim.cost.memory.activation_terms``)."""
-    return (oid(model), plan.precision, plan.tp, plan.sp, plan.recompute, plan.recompute_modules,
-            plan.offload_activations, plan.offload_modules, plan.flash_attention, plan.expert_ep, plan.expert_tp,
-            plan.cp, sh.tokens, sh.seq_len, load_factor)
+    return (value_key(model), sh.tokens, sh.seq_len, load_factor) + ACT_READS(plan)
 
 
 def _layer_act(model, plan, sh, moe: bool, load_factor: float) -> float:
@@ -164,11 +166,8 @@ def _chunk_act(model, plan, spec, sh, load_factor: float) -> float:
 def memory(model, hw, plan, seq_len: int, places, m: int, load_factor: float = 1.0) -> dict[str, float]:
     """Memory (bytes) of the busiest pipeline rank of a resolved plan, as ``npusim.simulate._memory``
     (memoised: it depends on the micro-batch count only through min(m, 4 pp))."""
-    key = (oid(model), plan.pp, plan.vpp, plan.pipeline_schedule, min(m, 4 * plan.pp), plan.tp, plan.cp, plan.sp,
-           plan.expert_ep, plan.expert_tp, plan.recompute, plan.flash_attention, plan.micro_batch, seq_len,
-           plan.zero, plan.precision, plan.master_weights, places["dp_cp"].size, places["edp"].size, load_factor,
-           paired_fb(model, plan), plan.recompute_modules, plan.offload_activations, plan.offload_modules,
-           plan.offload_optimizer)
+    key = (value_key(model), min(m, 4 * plan.pp), seq_len, places["dp_cp"].size, places["edp"].size, load_factor,
+           paired_fb(model, plan)) + MEMORY_READS(plan)
     hit = _MEMORY.get(key)
     if hit is None:
         hit = _MEMORY[key] = _memory(model, plan, seq_len, places, m, load_factor)
@@ -200,8 +199,7 @@ def _memory(model, plan, seq_len: int, places, m: int, load_factor: float) -> di
 def _reduce(inp: StepInputs, spec, places) -> tuple[float, float]:
     """``dp_reduce_time`` memoised on what it reads."""
     plan = inp.plan
-    key = (oid(inp.model), oid(inp.hw), _sig(spec), plan.tp, plan.expert_ep, plan.expert_tp, plan.zero,
-           plan.precision, plan.master_weights, places["dp_cp"], places["edp"])
+    key = (value_key(inp.model), value_key(inp.hw), _sig(spec), places["dp_cp"], places["edp"]) + REDUCE_READS(plan)
     hit = _REDUCE.get(key)
     if hit is None:
         hit = _REDUCE[key] = dp_reduce_time(inp, spec, places)
@@ -216,14 +214,20 @@ def _bucket_time(inp: StepInputs, spec, places) -> float:
     from npusim.workload.passes import ChunkSpec
 
     plan = inp.plan
-    key = ("buckets", oid(inp.model), oid(inp.hw), _sig(spec), plan.tp, plan.cp, plan.dp, plan.expert_ep,
-           plan.expert_tp, plan.zero, plan.precision, plan.master_weights, places["dp_cp"], places["edp"])
+    key = ("buckets", value_key(inp.model), value_key(inp.hw), _sig(spec), places["dp_cp"], places["edp"]) \
+        + BUCKET_READS(plan)
     hit = _REDUCE.get(key)
     if hit is None:
         red = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
 
         def cost(sp) -> float:
-            return sum(collective_time(c, places[c.group], inp.hw) for c in dp_comms(inp, sp, "b", red, True))
+            """Seconds of one layer's (or the extras') buckets, memoised apart from the chunk's layer count."""
+            k = ("bucket", key[1:], sp.dense_layers, sp.moe_layers, sp.embedding, sp.head, sp.mtp)
+            got = _REDUCE.get(k)
+            if got is None:
+                got = _REDUCE[k] = sum(collective_time(c, places[c.group], inp.hw)
+                                       for c in dp_comms(inp, sp, "b", red, True))
+            return got
 
         extra = ChunkSpec(spec.index, 0, 0, spec.embedding, spec.head, spec.mtp)
         hit = _REDUCE[key] = (spec.dense_layers * cost(layer_spec(spec, False)) if spec.dense_layers else 0.0) + \
@@ -261,7 +265,7 @@ def _tail(inp: StepInputs, specs, places, bwd: list[float], nic: list[float] | N
 
 def _mf_per_token(model, seq_len: int, convention: str) -> float:
     """Model FLOPs per token, memoised."""
-    key = (oid(model), seq_len, convention)
+    key = (value_key(model), seq_len, convention)
     hit = _MFTOK.get(key)
     if hit is None:
         hit = _MFTOK[key] = flops_per_token(model, seq_len, convention)
@@ -311,10 +315,9 @@ def _profile(inp: StepInputs, places, load) -> list[tuple]:
     micro-batch's chunk-0 backwards of the ranks before it). Chunk pace: the sum over chunk indices
     of the slowest rank's time on that chunk."""
     model, hw, plan = inp.model, inp.hw, inp.plan
-    sh = make_shard(model, plan, inp.seq_len, places["ep"].domains, load.dropped_fraction)
+    sh = make_shard(model, plan, inp.seq_len, places["ep"].domains, load.dropped_fraction, load.expert_spread)
     prefix = stage_prefix(model, hw, plan, sh, places, load)
-    key = (prefix, plan.pp, plan.vpp, plan.zero, plan.master_weights, plan.overlap_grad_reduce,
-           places["dp_cp"], places["edp"])
+    key = (prefix, places["dp_cp"], places["edp"]) + PROFILE_READS(plan)
     hit = _PROFILE.get(key)
     if hit is not None:
         return hit

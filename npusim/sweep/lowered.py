@@ -10,10 +10,10 @@ would give (up to float summation order).
 """
 from __future__ import annotations
 
+from npusim.config.plan import ParallelPlan
 from npusim.cost.algorithms import collective_plan
 from npusim.cost.collectives import collective_time
 from npusim.cost.compute import op_time
-from npusim.cost.memory import chunk_params
 from npusim.cost.passes import exposed_behind
 from npusim.engine.pipeline import StageCost
 from npusim.engine.schedules import paired_fb
@@ -24,6 +24,7 @@ from npusim.workload.passes import ChunkSpec
 from npusim.workload.layers import ACT_BYTES
 from npusim.workload.ops import Comm, Pass
 from npusim.workload.passes import backward_pass, extras_forward, layer_forward, recompute_of
+from npusim.sweep.memo import Reads, clear_all, table, value_key
 
 # Summary vector layout: time sums (kernels, GEMMs, attention, weight-gradient GEMMs, collectives by
 # class), matrix FLOPs and the number of layers summed.
@@ -33,31 +34,30 @@ _COMM_SLOT = {"tp": _TP, "cp": _CP, "ep": _EP, "pp": _PP, "dp": _DP, "offload": 
 _MATRIX = ("gemm", "grouped_gemm", "attention")
 
 _ONE = ChunkSpec(0, 0, 0, False, False, 0)
-_KEEP: dict[int, object] = {}
-_OP_TIME: dict[tuple, float] = {}
-_COMM_TIME: dict[tuple, float] = {}
-_LAYER: dict[tuple, dict] = {}
-_STAGE: dict[tuple, StageCost] = {}
-_EXTRAS: dict[tuple, tuple] = {}
+_OP_TIME = table()
+"""(hardware, precision, op) -> seconds."""
+_COMM_TIME = table()
+"""(hardware, collective, placement) -> (seconds, NIC seconds)."""
+_LAYER = table()
+_STAGE = table()
+_EXTRAS = table()
+_SUMS = table()
 
-
-def oid(obj) -> int:
-    """A memo key for a config object: its id, kept valid by holding a reference (plan independent)."""
-    i = id(obj)
-    if i not in _KEEP:
-        _KEEP[i] = obj
-    return i
+LAYER_READS = Reads(ParallelPlan, "precision recompute recompute_modules offload_activations offload_modules sp")
+"""Plan fields a layer's lowering and costs read besides its shard (``make_shard``) and placements."""
+STAGE_READS = Reads(ParallelPlan, "tp_comm_overlap overlap_param_gather ep_overlap redundant_experts")
+"""Plan fields a stage's overlap rules read on top of its layers' (``finish``; with ``paired_fb`` and
+the ZeRO-3 degree, the rest of its key)."""
 
 
 def clear_caches() -> None:
-    """Drop every memo of this module (tests; long-lived processes that load many profiles)."""
-    for d in (_KEEP, _OP_TIME, _COMM_TIME, _LAYER, _STAGE, _EXTRAS):
-        d.clear()
+    """Drop every memo of the fast tier (tests; long-lived processes that load many profiles)."""
+    clear_all()
 
 
 def summarize(p: Pass, hw, precision: str, places: dict) -> list[float]:
     """Sums of one pass that ``pass_parts`` depends on (op and collective times memoised on hardware)."""
-    h = oid(hw)
+    h = value_key(hw)
     v = [0.0] * _SLOTS
     for op in p.ops:
         key = (h, precision, op)
@@ -173,8 +173,7 @@ def paired_parts(fp: dict[str, float], bp: dict[str, float], hw) -> tuple[dict[s
 def _layer_key(model, hw, plan, sh, places, load_factor: float) -> tuple:
     """Memo key of one layer's summaries: everything the lowering and its costs read."""
     groups = tuple(places[g] for g in ("tp", "cp", "ep", "etp"))
-    return (oid(model), oid(hw), sh, plan.precision, plan.recompute, plan.recompute_modules,
-            plan.offload_activations, plan.offload_modules, plan.sp, groups, load_factor)
+    return (value_key(model), value_key(hw), sh, groups, load_factor) + LAYER_READS(plan)
 
 
 def layer_summaries(model, hw, plan, sh, places, moe: bool, load_factor: float = 1.0, zero3_inp=None) -> tuple:
@@ -225,7 +224,19 @@ def _extras(model, hw, plan, sh, spec, places) -> tuple[list[float], list[float]
 
 
 def _chunk_sums(model, hw, plan, sh, spec, places, load_factor: float, seq_len: int = 0):
-    """Forward and backward sums of one chunk for one micro-batch at a routing load factor."""
+    """Forward and backward sums of one chunk for one micro-batch at a routing load factor (memoised
+    on what its layers and extras read: a chunk's sums do not depend on the pipeline placement)."""
+    z3 = (plan.dp, plan.cp, places["dp_cp"], places["edp"]) if plan.zero >= 3 and plan.dp * plan.cp > 1 else None
+    key = (_layer_key(model, hw, plan, sh, places, load_factor), z3, seq_len, spec.dense_layers, spec.moe_layers,
+           spec.embedding, spec.head, spec.mtp)
+    hit = _SUMS.get(key)
+    if hit is None:
+        hit = _SUMS[key] = _sums(model, hw, plan, sh, spec, places, load_factor, seq_len)
+    return hit
+
+
+def _sums(model, hw, plan, sh, spec, places, load_factor: float, seq_len: int):
+    """The body of ``_chunk_sums``."""
     ef, eb = _extras(model, hw, plan, sh, spec, places)
     terms_f, terms_b = [(1, ef)], [(1, eb)]
     z3 = None
@@ -248,14 +259,14 @@ def _chunk_sums(model, hw, plan, sh, spec, places, load_factor: float, seq_len: 
 def stage_prefix(model, hw, plan, sh, places, load) -> tuple:
     """The part of a stage's memo key shared by every chunk of a point (everything but the chunk)."""
     z3 = plan.dp * plan.cp if plan.zero >= 3 else 0
-    return (_layer_key(model, hw, plan, sh, places, 1.0), plan.tp_comm_overlap, plan.overlap_param_gather,
-            plan.ep_overlap, z3, places["pp"], places["dp_cp"] if z3 else None, load.max_over_mean)
+    return (_layer_key(model, hw, plan, sh, places, 1.0), STAGE_READS(plan), paired_fb(model, plan), z3, places["pp"],
+            places["dp_cp"] if z3 else None, load.max_over_mean)
 
 
 def stage_cost(model, hw, plan, seq_len: int, places, spec, load, prefix: tuple | None = None) -> StageCost:
     """Cost of one virtual stage per micro-batch, equal to ``npusim.engine.step.stage_costs``'s
     (``prefix``: the point's ``stage_prefix``, when the caller has it)."""
-    sh = make_shard(model, plan, seq_len, places["ep"].domains, load.dropped_fraction)
+    sh = make_shard(model, plan, seq_len, places["ep"].domains, load.dropped_fraction, load.expert_spread)
     if prefix is None:
         prefix = stage_prefix(model, hw, plan, sh, places, load)
     key = (prefix, (spec.dense_layers, spec.moe_layers, spec.embedding, spec.head, spec.mtp))

@@ -173,7 +173,7 @@ def summarize(resolved: dict, frame, ranked, timing: dict) -> dict:
     return {
         "name": resolved["name"], "objective": resolved["objective"]["metric"], "points": len(frame),
         "kind": resolved["workload"].get("kind", "train"),
-        "status": {k: int(status.get(k, 0)) for k in ("ok", "infeasible", "error")},
+        "status": {k: int(status.get(k, 0)) for k in ("ok", "infeasible", "pruned", "error")},
         "infeasible_by_reason": {k: int(v) for k, v in sorted(inf.items())},
         "errors": [{"id": r["id"], "message": r["message"]} for _, r in errs.head(5).iterrows()],
         "fast": {"evaluated": timing["fast_new"], "reused": timing["fast_reused"], "wall_s": round(timing["fast_s"], 3),
@@ -199,7 +199,7 @@ def format_summary(s: dict) -> str:
     lines = [f"sweep {s['name']}: {s['points']:,} points in {s['wall_s']:.1f} s on {s['executor']} "
              f"({s['workers']} workers); objective {s['objective']}",
              f"  feasible {s['status']['ok']:,}, infeasible {s['status']['infeasible']:,} ({reasons}), "
-             f"errors {s['status']['error']:,}",
+             f"pruned {s['status'].get('pruned', 0):,}, errors {s['status']['error']:,}",
              f"  fast tier: {f['evaluated']:,} evaluated in {f['wall_s']:.2f} s"
              + (f" ({f['points_per_s']:,.0f} points/s)" if f["points_per_s"] else "")
              + f", {f['reused']:,} reused from --out; {f['costed']:,} costed after the memory prune",
@@ -213,7 +213,8 @@ def format_summary(s: dict) -> str:
     if s.get("options"):
         lines.append("  swept options: " + ", ".join(f"{k} {v}" for k, v in s["options"].items()))
     for st in s.get("stages", []):
-        lines.append(f"  stage {st['stage']}: removed {st['removed']:,} points ({st['what']})")
+        done = f"timed {st['timed']:,}" if "timed" in st else f"removed {st['removed']:,}"
+        lines.append(f"  stage {st['stage']}: {done} points ({st['what']})")
     if s["top"]:
         lo, hi = s["best_interval"]
         lines.append(f"  winner's score interval [{lo:.4g}, {hi:.4g}] from npusim's measured error "

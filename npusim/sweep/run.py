@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from npusim.sweep.evaluate import PLAN_COLS, evaluate_fast, evaluate_full, metric_cols
+from npusim.sweep.prune import REVISIT_FACTOR, cut_batches, revisit, stage_counts
 from npusim.sweep.serving import SERVE_PLAN_COLS, WL_COLS, serving_columns
 from npusim.sweep.store import ChunkStore, check_resume, locked, write_spec, write_summary, write_tables
 
@@ -16,20 +17,9 @@ def prepare(spec_path: str | Path, max_points: int | None = None) -> tuple[dict,
     """Load the spec; return (resolved spec, worker context, model variants, points). More points
     than ``max_points`` (default: the spec's ``max_points``) is a one-line ConfigError with the count."""
     from npusim.config.errors import ConfigError
-    from npusim.config.hardware import load_profile
-    from npusim.config.model import load_model
-    from npusim.sweep.error_table import error_fraction
-    from npusim.sweep.space import TooManyPoints, generate, model_variants
-    from npusim.sweep.spec import load_spec, spec_key
+    from npusim.sweep.space import TooManyPoints, generate
 
-    spec, resolved = load_spec(spec_path)
-    base = load_model(spec.model.base).model_dump(mode="json")
-    profiles = {p.name: p for p in (load_profile(h) for h in spec.hardware)}
-    dumps = {n: p.model_dump(mode="json") for n, p in profiles.items()}
-    resolved["base_model"] = base
-    resolved["profiles"] = {n: _digest(d) for n, d in dumps.items()}
-    resolved["key"] = spec_key(resolved)
-    variants = model_variants(base, spec.model.vary, spec.model.constraints, spec.model.derive)
+    spec, resolved, ctx, variants, profiles = load(spec_path)
     limit = max_points or spec.max_points
     try:
         points = generate(resolved, variants, profiles, limit=limit)
@@ -40,11 +30,31 @@ def prepare(spec_path: str | Path, max_points: int | None = None) -> tuple[dict,
                           "(--dry-run shows the points per axis)")
         err.count = e.count
         raise err from None
+    return resolved, ctx, variants, points
+
+
+def load(spec_path: str | Path) -> tuple:
+    """(spec, resolved spec, worker context, model variants, profiles by name) of a spec file,
+    before any point is generated."""
+    from npusim.config.hardware import load_profile
+    from npusim.config.model import load_model
+    from npusim.sweep.error_table import error_fraction
+    from npusim.sweep.space import model_variants
+    from npusim.sweep.spec import load_spec, spec_key
+
+    spec, resolved = load_spec(spec_path)
+    base = load_model(spec.model.base).model_dump(mode="json")
+    profiles = {p.name: p for p in (load_profile(h) for h in spec.hardware)}
+    dumps = {n: p.model_dump(mode="json") for n, p in profiles.items()}
+    resolved["base_model"] = base
+    resolved["profiles"] = {n: _digest(d) for n, d in dumps.items()}
+    resolved["key"] = spec_key(resolved)
+    variants = model_variants(base, spec.model.vary, spec.model.constraints, spec.model.derive)
     obj = resolved["objective"]
     kind = spec.workload.kind
     plan_cols = PLAN_COLS if kind == "train" else SERVE_PLAN_COLS
-    ctx = {"key": resolved["key"], "base_model": base, "profiles": dumps, "objective": obj, "kind": kind,
-           "memory_limit_frac": 1.0 - obj["memory_headroom"],
+    ctx = {"key": resolved["key"], "base_model": base, "search": spec.search, "profiles": dumps, "objective": obj,
+           "kind": kind, "memory_limit_frac": 1.0 - obj["memory_headroom"],
            "vary_keys": list(spec.model.vary) + list(spec.model.derive),
            "wl_cols": ["seq_len", "global_batch"] if kind == "train" else list(WL_COLS),
            "max_batch": getattr(spec.workload, "max_batch", None),
@@ -52,7 +62,7 @@ def prepare(spec_path: str | Path, max_points: int | None = None) -> tuple[dict,
            "error_frac": {n: {k: error_fraction(n, p.chip.name, k) for k in ("dense", "moe", "serving")}
                           for n, p in profiles.items()},
            "moe_shapes": sorted({_shape_key(v.overrides) for v in variants if v.model is not None and v.model.is_moe})}
-    return resolved, ctx, variants, points
+    return spec, resolved, ctx, variants, profiles
 
 
 def _shape_key(overrides: dict) -> str:
@@ -65,8 +75,11 @@ def _digest(obj) -> str:
     return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
-def _batches(points: list[dict], size: int):
-    """(batch number, points) pairs of at most ``size`` points."""
+def _batches(points: list[dict], size: int, kind: str = "train"):
+    """(batch number, points) pairs of about ``size`` points (training: never splitting a block of
+    points that decide each other, ``prune.cut_batches``)."""
+    if kind == "train":
+        return cut_batches(points, size)
     return [(i // size, points[i:i + size]) for i in range(0, len(points), size)]
 
 
@@ -127,7 +140,7 @@ def _run_tier(executor, fn, ctx: dict, store: ChunkStore, pending: list[dict], s
     rows: dict[str, dict] = {}
     bar = Progress(len(pending), label, every, ctx["objective"]["metric"])
     try:
-        for _, batch_rows in executor.map(fn, ctx, _batches(pending, size)):
+        for _, batch_rows in executor.map(fn, ctx, _batches(pending, size, ctx.get("kind", "train"))):
             store.write(batch_rows)
             for r in batch_rows:
                 rows[r["id"]] = r
@@ -171,11 +184,19 @@ def _run_locked(out: Path, resolved: dict, ctx: dict, points: list, executor: st
     ex, finished = None, False
     try:
         fast_new, fast_s, full_new, full_s = {}, 0.0, {}, 0.0
+        k = max(10, resolved["tiers"]["full_top"])
         if pending:
             ex = make_executor(executor, workers, address)
             fast_new, fast_s = _run_tier(ex, evaluate_fast, ctx, fast_store, pending, size, "fast tier",
                                          ctx.get("progress_every"))
         fast = {**fast_old, **fast_new}
+        again = revisit(fast, points, REVISIT_FACTOR * k) if ctx["kind"] == "train" else []
+        if again:  # the dominated siblings of the leaders: the top k then equals exhaustive search's
+            ex = ex or make_executor(executor, workers, address)
+            more, more_s = _run_tier(ex, evaluate_fast, {**ctx, "search": "exhaustive", "timed_stage": "revisited"}, fast_store, again, size,
+                                     "fast tier (dominated siblings of the leaders)", ctx.get("progress_every"))
+            fast_new, fast_s = {**fast_new, **more}, fast_s + more_s
+            fast = {**fast_old, **fast_new}
         top = _full_candidates(fast, resolved["tiers"]["full_top"], resolved["tiers"]["full_per_model"],
                                ctx["vary_keys"], ctx["wl_cols"])
         full_old = {k: v for k, v in full_store.read().items() if k in top}
@@ -194,10 +215,14 @@ def _run_locked(out: Path, resolved: dict, ctx: dict, points: list, executor: st
     ranked = rank(frame)
     tokens = (resolved["model"].get("constraints") or {}).get("tokens")
     write_tables(out, frame, ranked, shapes(ranked, ctx["vary_keys"], ctx["wl_cols"], tokens))
+    fast_store.compact()  # results.parquet now holds every row: the chunks would only duplicate it
+    full_store.compact()
     timing = {"fast_new": len(fast_new), "fast_reused": len(fast_old), "fast_s": fast_s,
               "full_new": len(full_new), "full_reused": len(full_old), "full_s": full_s,
               "wall_s": time.perf_counter() - t_start, "executor": getattr(ex, "name", executor),
               "workers": getattr(ex, "workers", 1)}
+    if ctx["kind"] == "train":
+        timing["stages"] = stage_counts(frame["stage"].fillna("fast"))
     summary = summarize(resolved, frame, ranked, timing)
     write_summary(out, summary)
     return summary
@@ -237,32 +262,44 @@ def columns(ctx: dict) -> list[str]:
     inputs += [f"model_{k}" for k in ctx["vary_keys"]] + ["total_params_B", "activated_params_B"]
     inputs += list(PLAN_COLS) + list(ctx["option_keys"])
     full = ["full_status", "full_reason", "full_message"] + metric_cols("full_")
-    return inputs + ["status", "reason", "message"] + metric_cols() + full
+    return inputs + ["status", "reason", "message", "stage"] + metric_cols() + full
 
 
 def to_frame(points: list[dict], fast: dict, full: dict, ctx: dict):
-    """One row per point (generation order): inputs, status, fast metrics, full metrics."""
+    """One row per point (generation order): inputs, status, fast metrics, full metrics, and the
+    measured error of the point's kind of configuration. Built column by column through Arrow: a
+    column of integers (with gaps) is Int64, of booleans boolean, of numbers float64, else object."""
     import pandas as pd
+    import pyarrow as pa
 
-    cols = columns(ctx)
-    rows = []
-    for p in points:
-        row = dict(fast.get(p["id"], {"id": p["id"], "index": p["index"], "status": "error",
-                                      "reason": "missing", "message": "no result"}))
-        row.update(full.get(p["id"], {}))
-        rows.append(row)
+    cols = columns(ctx) + ["error_frac"]
     moe = set(ctx.get("moe_shapes", ()))
     fracs = ctx.get("error_frac", {})
-    for p, row in zip(points, rows):
-        kind = "serving" if ctx.get("kind", "train") != "train" else \
-            "moe" if _shape_key(p["model"]) in moe else "dense"
-        row["error_frac"] = fracs.get(p["hardware"], {}).get(kind)
-    cols = cols + ["error_frac"]
-    frame = pd.DataFrame(rows).reindex(columns=cols)
-    for c in cols:
-        kinds = {type(r[c]) for r in rows if r.get(c) is not None}
-        if kinds == {int}:
-            frame[c] = pd.array([r.get(c) for r in rows], dtype="Int64")
-        elif kinds == {bool}:
-            frame[c] = pd.array([r.get(c) for r in rows], dtype="boolean")
-    return frame
+    serving = ctx.get("kind", "train") != "train"
+    kinds: dict[int, str] = {}
+    rows, errs = [], []
+    for p in points:
+        row = fast.get(p["id"]) or {"id": p["id"], "index": p["index"], "status": "error", "reason": "missing",
+                                    "message": "no result"}
+        extra = full.get(p["id"])
+        rows.append({**row, **extra} if extra else row)
+        kind = kinds.get(id(p["model"]))
+        if kind is None:
+            kind = kinds[id(p["model"])] = "serving" if serving else "moe" if _shape_key(p["model"]) in moe else "dense"
+        errs.append(fracs.get(p["hardware"], {}).get(kind))
+    data = {c: [r.get(c) for r in rows] for c in cols[:-1]}
+    data["error_frac"] = errs
+    table = pa.table({c: _column(v) for c, v in data.items()})
+    mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+def _column(values: list):
+    """An Arrow array of one column (numbers of mixed int and float as float64)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array(values, type=pa.float64()) if all(isinstance(v, (int, float)) or v is None for v in values) \
+            else pa.array([None if v is None else str(v) for v in values])

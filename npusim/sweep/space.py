@@ -268,28 +268,84 @@ def plans(space: dict, c: dict) -> Iterator[dict]:
         axes += tuple(k for k in OPTION_AXES if isinstance(space.get(k), list))
     options = {k: v for k, v in space.items() if k != "auto" and k not in axes}
     opt_keys = list(options)
+    states = _expand(space, c, axes)
     for combo in itertools.product(*(options[k] for k in opt_keys)):
         fixed = dict(zip(opt_keys, combo))
-        for st in _nest(space, c, axes, 0, {}):
+        for st in states:
             yield {**{k: v for k, v in st.items() if v is not None}, **fixed}
 
 
-def _nest(space: dict, c: dict, axes: tuple, i: int, st: dict) -> Iterator[dict]:
-    """Depth-first product over ``axes``, each axis's values computed from the outer choices."""
-    if i == len(axes):
-        yield dict(st)
-        return
-    axis = axes[i]
-    for v in _axis_values(axis, space, st, c):
-        st[axis] = v
-        yield from _nest(space, c, axes, i + 1, st)
-    st.pop(axis, None)
+def _expand(space: dict, c: dict, axes: tuple) -> list[dict]:
+    """The product over ``axes`` in depth-first order (the first axis outermost), each axis's values
+    computed from the outer choices; built level by level, which gives the same order."""
+    states: list[dict] = [{}]
+    for axis in axes:
+        nxt = []
+        for st in states:
+            for v in _axis_values(axis, space, st, c):
+                nxt.append({**st, axis: v})
+        states = nxt
+    return states
+
+
+AXIS_READS = {"pp": ("tp", "cp"), "vpp": ("pp",), "etp": ("tp_extend_ep", "tp"),
+              "ep": ("tp_extend_ep", "etp", "tp", "cp", "pp"), "sp": ("tp", "cp"),
+              "micro_batch": ("vpp", "tp", "cp", "pp"), "schedule": ("pp", "vpp", "tp", "cp", "micro_batch"),
+              "a2a": ("ep",), "ep_overlap": ("ep",), "shared_tp": ("tp", "moe_dispatch", "pp")}
+"""The earlier axes whose chosen value the values of an axis depend on (``_auto_values``,
+``_serving_values``, ``_option_values``; serving ``etp``/``ep`` read ``pp`` and ``etp``, listed
+under the training names); axes absent read none. ``count_plans`` relies on it (tested against
+``plans``)."""
+_SERVING_READS = {"etp": ("pp",), "ep": ("etp", "pp"), "sp": ("tp",)}
+
+
+def _needed(axes: tuple, serving: bool) -> list[tuple]:
+    """For each axis position, the axes chosen up to it that a later axis reads."""
+    reads = {**AXIS_READS, **_SERVING_READS} if serving else AXIS_READS
+    out = []
+    for i in range(len(axes)):
+        later = {a for ax in axes[i + 1:] for a in reads.get(ax, ())}
+        out.append(tuple(a for a in axes[:i + 1] if a in later))
+    return out
+
+
+def count_plans(space: dict, c: dict, seen: dict | None = None) -> int:
+    """How many plans ``plans`` yields for one context, without building them: the product is taken
+    level by level, each state keeping only the chosen axes a later axis reads (``AXIS_READS``), so
+    states that differ in nothing else merge (and their counts add).
+    ``seen`` (axis -> {repr: value}) collects the values each axis takes."""
+    axes = SERVING_AXES if c.get("serving") else AXES
+    if space.get("auto") and not c.get("serving"):
+        axes += tuple(k for k in OPTION_AXES if isinstance(space.get(k), list))
+    options = {k: v for k, v in space.items() if k != "auto" and k not in axes}
+    states: dict[tuple, tuple[dict, int]] = {(): ({}, 1)}
+    for axis, keep in zip(axes, _needed(axes, bool(c.get("serving")))):
+        nxt: dict[tuple, tuple[dict, int]] = {}
+        for st, n in states.values():
+            for v in _axis_values(axis, space, st, c):
+                if seen is not None and v is not None:
+                    seen.setdefault(axis, {}).setdefault(repr(v), v)
+                new = {**st, axis: v}
+                key = tuple(new.get(a) for a in keep)
+                old = nxt.get(key)
+                nxt[key] = ({a: new.get(a) for a in keep}, n + (old[1] if old else 0))
+        states = nxt
+    for k, vals in options.items():
+        if seen is not None:
+            for v in vals:
+                seen.setdefault(k, {}).setdefault(repr(v), v)
+    total = sum(n for _, n in states.values())
+    for vals in options.values():
+        total *= len(vals)
+    return total
+
+
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def point_id(inputs: dict) -> str:
     """Stable 16-hex-digit id of a point: a hash of its inputs (canonical JSON)."""
-    return hashlib.blake2b(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode(),
-                           digest_size=8).hexdigest()
+    return _digest(_ENCODE(inputs))
 
 
 def workload_keys(wl: dict) -> tuple[str, ...]:
@@ -345,8 +401,72 @@ def generate(resolved: dict, variants: list[Variant], profiles: dict, limit: int
                     out.append({**common, "plan": plan})
     if limit is not None and len(out) + extra > limit:
         raise TooManyPoints(len(out) + extra, limit)
-    keys = ("hardware", "devices", *workload_keys(wl), "model", "plan")
+    keys = ("hardware", "devices", *workload_keys(wl), "model")
+    template = None
     for i, p in enumerate(out):
-        p["id"] = point_id({k: p[k] for k in keys})
+        common = tuple(p[k] for k in keys)
+        if template is None or template[0] != common:  # the JSON around the plan, once per context
+            text = _ENCODE({**dict(zip(keys, common)), "plan": _SLOT})
+            template = (common,) + tuple(text.split(_ENCODE(_SLOT)))
+        p["id"] = _digest(template[1] + _ENCODE(p["plan"]) + template[2])
         p["index"] = i
+    return out
+
+
+_SLOT = "\x00plan\x00"
+"""Placeholder of the plan in a point's JSON template (never a plan value)."""
+
+
+def _digest(text: str) -> str:
+    """16 hex digits of a point's canonical JSON (as ``point_id``)."""
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def contexts(resolved: dict, variants: list[Variant], profiles: dict) -> list[tuple[dict, Variant, dict | None]]:
+    """(common point inputs, variant, plan context or None for a removed variant) in generation order."""
+    wl = resolved["workload"]
+    serving = wl.get("kind", "train") != "train"
+    out = []
+    for hw_name, hw in profiles.items():
+        for devices, wp in itertools.product(devices_for(resolved["devices"], hw_name), workload_points(wl)):
+            for v in variants:
+                common = {"hardware": hw_name, "devices": devices, **wp, "model": v.overrides}
+                c = None if v.reason is not None else {"model": v.model, "devices": devices, "serving": serving,
+                                                       "devices_per_node": hw.node.devices_per_node, **wp}
+                out.append((common, v, c))
+    return out
+
+
+def count_points(resolved: dict, variants: list[Variant], profiles: dict) -> tuple[int, dict[str, int], dict]:
+    """(points, points of removed variants by reason, plan axis -> the values it takes) of a spec,
+    counted without generating its points (``count_plans``)."""
+    pre: dict[str, int] = {}
+    seen: dict[str, dict] = {}
+    total = 0
+    for _, v, c in contexts(resolved, variants, profiles):
+        if c is None:
+            pre[v.reason] = pre.get(v.reason, 0) + 1
+            total += 1
+        else:
+            total += count_plans(resolved["plan"], c, seen)
+    return total, pre, {k: list(vals.values()) for k, vals in seen.items()}
+
+
+def sample_points(resolved: dict, variants: list[Variant], profiles: dict, blocks: int, size: int) -> list[dict]:
+    """About ``blocks`` x ``size`` points of evaluable shapes for timing: a contiguous run of ``size``
+    plans from the middle of each of ``blocks`` contexts spread evenly through the sweep (every
+    point of a small sweep), with their ids."""
+    live = [(common, c) for common, _, c in contexts(resolved, variants, profiles) if c is not None]
+    if not live:
+        return []
+    step = max(1, len(live) // blocks)
+    out: list[dict] = []
+    keys = ("hardware", "devices", *workload_keys(resolved["workload"]), "model", "plan")
+    for common, c in live[step // 2::step][:blocks]:
+        got = list(plans(resolved["plan"], c))
+        mid = max(0, len(got) // 2 - size // 2)
+        for plan in got[mid:mid + size]:
+            p = {**common, "plan": plan}
+            p["id"], p["index"] = point_id({k: p[k] for k in keys}), len(out)
+            out.append(p)
     return out

@@ -237,6 +237,9 @@ class SweepSpec(_Strict):
     objective: Annotated[ObjectiveSpec, BeforeValidator(_objective)] = ObjectiveSpec()
     """A mapping, or a metric name alone (``objective: mfu``)."""
     tiers: TierSpec = TierSpec()
+    search: Literal["prune", "exhaustive"] = "prune"
+    """prune: skip what cannot win (memory bound, dominated recompute / ZeRO variants;
+    npusim.sweep.prune); exhaustive: time every valid point that fits."""
     max_points: Annotated[int, BeforeValidator(no_bool), Field(gt=0, le=100_000_000)] = DEFAULT_MAX_POINTS
     """A spec with more points is refused (with its count) unless this or ``--max-points`` is raised."""
 

@@ -1,16 +1,19 @@
-"""On-disk state of a sweep in ``--out``: append-only JSONL chunks, then results.parquet and ranked.csv.
+"""On-disk state of a sweep in ``--out``: append-only Parquet chunks, then results.parquet and ranked.csv.
 
-Every finished batch is written as one new chunk file (npusim.outputs: a fresh temporary name,
-fsynced and renamed), so a killed sweep leaves only whole chunks behind; ``--resume`` reads them
-and skips the point ids they hold. New chunks are numbered above every chunk on disk, so a gap never
-makes a new chunk replace an old one; a chunk that cannot be read is reported, set aside as
-``NAME.damaged`` and its points recomputed. The final tables are built from the chunks at the end.
+Every finished batch is written as one new Parquet chunk file (npusim.outputs: a fresh temporary
+name, fsynced and renamed), so a killed sweep leaves only whole chunks behind; ``--resume`` reads
+them and skips the point ids they hold. New chunks are numbered above every chunk on disk, so a gap
+never makes a new chunk replace an old one; a chunk that cannot be read is reported, set aside as
+``NAME.damaged`` and its points recomputed. At the end the chunks are merged into results.parquet
+and removed (``compact``): from then on results.parquet is the store that ``--resume`` reads, so
+no row is kept twice.
 A run holds ``OUT/.lock`` (``flock``) so two sweeps never share a folder; the kernel drops the lock
 when its holder dies, so a stale file never blocks.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -18,10 +21,20 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from npusim.config.errors import ConfigError
-from npusim.outputs import remove_temporaries, atomic_path, write_text
+from npusim.outputs import atomic_path, remove_temporaries, write_text
 
 CHUNK_DIR = "chunks"
+CHUNK_SUFFIX = ".parquet"
+RESULTS = "results.parquet"
+FULL_PREFIX = "full_"
+"""Columns of the full tier in results.parquet (the rest, but the derived ``error_frac``, are the fast tier's)."""
+DERIVED = ("error_frac",)
+"""Columns results.parquet adds to the tiers' rows (recomputed from the spec, never read back)."""
 SPEC_FILE = "spec.resolved.json"
 LOCK_FILE = ".lock"
 DAMAGED = ".damaged"
@@ -55,12 +68,12 @@ class ChunkStore:
         self.tier = tier
         self.warn = warn
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.pattern = re.compile(rf"{re.escape(tier)}-(\d+)\.jsonl(?:{re.escape(DAMAGED)})?")
+        self.pattern = re.compile(rf"{re.escape(tier)}-(\d+){re.escape(CHUNK_SUFFIX)}(?:{re.escape(DAMAGED)})?")
         numbers = [int(m.group(1)) for m in map(self.pattern.fullmatch, os.listdir(self.dir)) if m]
         self.next = max(numbers, default=-1) + 1
 
     def _path(self, n: int) -> Path:
-        return self.dir / f"{self.tier}-{n:06d}.jsonl"
+        return self.dir / f"{self.tier}-{n:06d}{CHUNK_SUFFIX}"
 
     def write(self, rows: list[dict]) -> Path:
         """Write one batch of rows as a new chunk file (numbered above every chunk on disk), atomically."""
@@ -68,7 +81,8 @@ class ChunkStore:
         while path.exists() or path.with_name(path.name + DAMAGED).exists():  # never replace a chunk
             self.next += 1
             path = self._path(self.next)
-        write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+        with atomic_path(path) as tmp:
+            pq.write_table(rows_table(rows), tmp, compression="zstd")
         self.next += 1
         return path
 
@@ -79,13 +93,14 @@ class ChunkStore:
         return [p for _, p in sorted(found)]
 
     def read(self) -> dict[str, dict]:
-        """Rows of every readable chunk of this tier, by point id (later chunks win). A chunk that cannot
-        be read is reported in one line, renamed ``NAME.damaged`` and skipped (its points are recomputed)."""
-        rows: dict[str, dict] = {}
+        """Rows of this tier by point id: those merged into results.parquet, then every readable chunk
+        (later chunks win). A chunk that cannot be read is reported in one line, renamed
+        ``NAME.damaged`` and skipped (its points are recomputed)."""
+        rows = committed_rows(self.dir.parent, self.tier, self.warn)
         for path in self.paths():
             try:
                 got = _read_chunk(path)
-            except (OSError, UnicodeDecodeError, ValueError) as e:
+            except (OSError, ValueError, pa.ArrowException) as e:
                 reason = " ".join(str(e).split())[:120]
                 self.warn(f"{path}: unreadable sweep chunk ({reason}); its points are recomputed")
                 with contextlib.suppress(OSError):
@@ -96,18 +111,57 @@ class ChunkStore:
         return rows
 
 
+    def compact(self) -> None:
+        """Remove this tier's chunk files (called once results.parquet holds their rows)."""
+        for path in self.paths():
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def rows_table(rows: list[dict]) -> pa.Table:
+    """A batch of rows as an Arrow table: one column per key (first-seen order), None as null."""
+    keys = dict.fromkeys(itertools.chain.from_iterable(rows))
+    return pa.table({k: [r.get(k) for r in rows] for k in keys})
+
+
 def _read_chunk(path: Path) -> list[dict]:
-    """Rows of one chunk file; ValueError when a line is not a JSON object with a string ``id``."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if not isinstance(row, dict) or not isinstance(row.get("id"), str):
-                raise ValueError(f"line {n} is not a row with an id")
-            out.append(row)
-    return out
+    """Rows of one chunk file; ValueError when it has no string ``id`` column or a row lacks an id."""
+    table = pq.read_table(path)
+    if "id" not in table.column_names or not pa.types.is_string(table.schema.field("id").type):
+        raise ValueError("no string id column")
+    rows = table.to_pylist()
+    if any(r["id"] is None for r in rows):
+        raise ValueError("a row without an id")
+    return rows
+
+
+def committed_rows(out: Path, tier: str, warn: Callable[[str], None] = _warn) -> dict[str, dict]:
+    """Rows of one tier already merged into ``out/results.parquet`` (by id): the fast tier's columns of
+    every row with a status, the full tier's of every row with a ``full_status``; an unreadable file
+    is reported and nothing is taken from it (its points are recomputed)."""
+    path = Path(out) / RESULTS
+    if not path.is_file():
+        return {}
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        warn(f"{path}: unreadable ({' '.join(str(e).split())[:120]}); its points are recomputed")
+        return {}
+    names = [n for n in table.column_names if n not in DERIVED]
+    full = [n for n in names if n.startswith(FULL_PREFIX)]
+    keep = ["id"] + full if tier == "full" else [n for n in names if n not in full]
+    flag = "full_status" if tier == "full" else "status"
+    if flag not in names:
+        return {}
+    table = table.select(keep)
+    table = table.filter(pc.is_valid(table.column(flag)))
+    return {r["id"]: r for r in _plain(table).to_pylist()}
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns decoded (rows read back as plain values)."""
+    cols = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
+    return pa.table(dict(zip(table.column_names, cols)))
 
 
 def store_contents(out: Path) -> list[str]:
@@ -201,11 +255,25 @@ def write_summary(out: Path, summary: dict) -> None:
     write_text(Path(out) / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
+def compact_frame(frame):
+    """The results frame with its repetitive text columns (status, reasons, hardware, messages of
+    infeasible points...) as categoricals, stored dictionary-encoded in Parquet."""
+    from pandas import CategoricalDtype
+    from pandas.api.types import infer_dtype
+
+    cats = {}
+    for c in frame.columns:
+        if c != "id" and not isinstance(frame[c].dtype, CategoricalDtype) and infer_dtype(frame[c], skipna=True) == "string":
+            if frame[c].nunique() <= max(1, frame[c].count() // 4):
+                cats[c] = "category"
+    return frame.astype(cats)
+
+
 def write_tables(out: Path, frame, ranked, shapes=None) -> None:
     """Write results.parquet (every point), ranked.csv (feasible points, best first) and shapes.csv
     (each model shape's best plan), each atomically."""
-    with atomic_path(Path(out) / "results.parquet") as tmp:
-        frame.to_parquet(tmp, index=False)
+    with atomic_path(Path(out) / RESULTS) as tmp:
+        compact_frame(frame).to_parquet(tmp, index=False, compression="zstd")
     with atomic_path(Path(out) / "ranked.csv") as tmp:
         ranked.to_csv(tmp, index=False, lineterminator="\n")
     if shapes is not None:

@@ -73,3 +73,29 @@ def assert_spec_error(tmp_path: Path, spec: dict, field: str, needle: str) -> No
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"{path}: {field} = "), msg
     assert needle in msg, msg
+
+
+def chunk_rows(path: Path) -> list[dict]:
+    """Rows of one Parquet chunk file."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def unfinished(done: Path, out: Path, spec: Path, size: int = 40) -> Path:
+    """A copy of the finished sweep ``done`` (of ``spec``) as a sweep killed after its fast tier: the
+    fast rows of results.parquet split back into chunk files, one per batch of about ``size``
+    points cut as the sweep cuts them (never inside a block), no tables, the resolved spec kept."""
+    import shutil
+
+    from npusim.sweep.prune import cut_batches
+    from npusim.sweep.run import prepare
+    from npusim.sweep.store import SPEC_FILE, ChunkStore, committed_rows
+
+    out.mkdir(parents=True)
+    shutil.copy(done / SPEC_FILE, out / SPEC_FILE)
+    rows = committed_rows(done, "fast")
+    store = ChunkStore(out, "fast")
+    for _, batch in cut_batches(prepare(spec)[3], size):
+        store.write([rows[p["id"]] for p in batch])
+    return out

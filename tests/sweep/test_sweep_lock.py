@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweep_helpers import CHUNKED, SMALL, write_spec
+from sweep_helpers import CHUNKED, SMALL, chunk_rows, unfinished, write_spec
 
 from cli_helpers import cli
 from npusim.sweep.run import run_sweep
@@ -42,7 +42,7 @@ def _wait_for_chunks(proc: subprocess.Popen, out: Path, n: int) -> None:
     """Wait until the running sweep has written ``n`` fast-tier chunks (so it holds the lock)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(list((out / "chunks").glob("fast-*.jsonl"))) >= n:
+        if len(list((out / "chunks").glob("fast-*.parquet"))) >= n:
             return
         time.sleep(0.005)
     raise AssertionError(f"the sweep ended (rc {proc.poll()}) before writing {n} chunks: make SPEC bigger")
@@ -93,8 +93,7 @@ def test_a_second_sweep_on_the_same_out_is_refused_and_the_first_completes(tmp_p
     assert summary["fast"]["reused"] == 0 and summary["fast"]["evaluated"] == summary["points"]
     frame = pd.read_parquet(out / "results.parquet")
     assert len(frame) == summary["points"] and frame["id"].is_unique and not frame["status"].isna().any()
-    rows = [json.loads(line) for p in (out / "chunks").glob("fast-*.jsonl") for line in p.open()]
-    assert len(rows) == summary["points"] == len({r["id"] for r in rows})  # no interleaved or lost chunk
+    assert not list((out / "chunks").glob("fast-*.parquet"))  # merged into results.parquet, not kept twice
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -130,10 +129,10 @@ def test_a_signal_keeps_the_chunks_and_prints_the_resume_command(tmp_path, sig, 
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"npusim: interrupted by {signal.Signals(sig).name}: ")
     assert lines[0].endswith(f"resume with: npusim sweep {spec} --out {out} --resume"), lines[0]
-    chunks = sorted((out / "chunks").glob("fast-*.jsonl"))
+    chunks = sorted((out / "chunks").glob("fast-*.parquet"))
     assert len(chunks) >= 3 and f"{len(chunks)} finished chunks kept" in lines[0]
-    for c in chunks:  # every kept chunk is whole
-        assert all(json.loads(line)["id"] for line in c.open())
+    rows = [r for c in chunks for r in chunk_rows(c)]  # every kept chunk is whole
+    assert all(r["id"] for r in rows) and len(rows) == len({r["id"] for r in rows})
     assert not (out / "ranked.csv").exists() and not list(out.rglob("*.tmp"))
     assert workers and not [w for w in workers if _alive(w)], "pool workers outlived the sweep"
 
@@ -155,45 +154,66 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished SMALL sweep (8 fast chunks of 40 points) and its ranked.csv."""
+    """A finished SMALL sweep (about 300 points) and its ranked.csv."""
     tmp = tmp_path_factory.mktemp("finished")
     spec = write_spec(tmp, SMALL)
     run_sweep(spec, tmp / "out", workers=1)
     return spec, tmp / "out"
 
 
-def _copy(src: Path, dst: Path) -> Path:
+def test_resuming_a_finished_sweep_reads_results_parquet(finished, tmp_path):
     import shutil
 
-    shutil.copytree(src, dst)
-    return dst
+    spec, done = finished
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    s = run_sweep(spec, out, workers=1, resume=True)
+    assert s["fast"]["evaluated"] == 0 and s["fast"]["reused"] == s["points"] and s["full"]["simulated"] == 0
+    assert (out / "ranked.csv").read_bytes() == (done / "ranked.csv").read_bytes()
+    assert (out / "shapes.csv").read_bytes() == (done / "shapes.csv").read_bytes()
 
 
 def test_a_missing_middle_chunk_never_makes_resume_overwrite_a_chunk(finished, tmp_path):
     spec, done = finished
-    out = _copy(done, tmp_path / "out")
-    chunks = sorted((out / "chunks").glob("fast-*.jsonl"))
-    last = chunks[-1]
-    kept = {p.name: p.read_bytes() for p in chunks}
+    out = unfinished(done, tmp_path / "out", spec)
+    chunks = sorted((out / "chunks").glob("fast-*.parquet"))
     missing = chunks[3]
-    lost = sum(1 for _ in missing.open())
+    lost = len(chunk_rows(missing))
     missing.unlink()
-    del kept[missing.name]
     s = run_sweep(spec, out, workers=1, resume=True)
-    assert s["fast"]["evaluated"] == lost
-    for name, data in kept.items():  # in particular the highest-numbered one
-        assert (out / "chunks" / name).read_bytes() == data, name
-    new = sorted(set(p.name for p in (out / "chunks").glob("fast-*.jsonl")) - set(kept))
-    assert new == [f"fast-{int(last.stem.split('-')[1]) + 1:06d}.jsonl"]
+    assert s["fast"]["evaluated"] == lost and s["fast"]["reused"] == s["points"] - lost
+    assert not list((out / "chunks").iterdir())  # merged into results.parquet at the end
     assert (out / "ranked.csv").read_bytes() == (done / "ranked.csv").read_bytes()
 
 
-@pytest.mark.parametrize("damage", [b"{not json\n", b"\xff\xfe\x00garbage", b'{"id": "x", "mfu": 0.4', b"[1, 2]\n"])
+def test_a_new_chunk_is_numbered_above_every_chunk_on_disk(tmp_path):
+    from npusim.sweep.store import ChunkStore
+
+    store = ChunkStore(tmp_path, "fast")
+    paths = [store.write([{"id": f"p{i}", "index": i}]) for i in range(5)]
+    paths[3].unlink()
+    paths[4].rename(paths[4].with_name(paths[4].name + ".damaged"))
+    again = ChunkStore(tmp_path, "fast")
+    assert again.write([{"id": "q", "index": 9}]).name == "fast-000005.parquet"
+    assert set(again.read()) == {"p0", "p1", "p2", "q"}
+
+
+def _parquet_bytes(tmp_path) -> bytes:
+    """A valid Parquet file whose rows have no id column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"mfu": [0.4]}), tmp_path / "noid.parquet")
+    return (tmp_path / "noid.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("damage", [b"{not json\n", b"\xff\xfe\x00garbage", b"PAR1\x00\x00PAR1", "no id"])
 def test_a_damaged_chunk_is_reported_and_recomputed(finished, tmp_path, capsys, damage):
     spec, done = finished
-    out = _copy(done, tmp_path / "out")
-    bad = out / "chunks" / "fast-000002.jsonl"
-    lost = sum(1 for _ in bad.open())
+    out = unfinished(done, tmp_path / "out", spec)
+    damage = _parquet_bytes(tmp_path) if damage == "no id" else damage
+    bad = out / "chunks" / "fast-000002.parquet"
+    lost = len(chunk_rows(bad))
     bad.write_bytes(damage)
     rc, stdout, err = cli(["sweep", str(spec), "--out", str(out), "--workers", "1", "--resume", "--json"], capsys)
     assert rc == 0, err
@@ -201,7 +221,7 @@ def test_a_damaged_chunk_is_reported_and_recomputed(finished, tmp_path, capsys, 
     assert len(lines) == 1 and "Traceback" not in err, err
     assert str(bad) in lines[0] and "unreadable" in lines[0] and "recomputed" in lines[0], lines[0]
     assert json.loads(stdout)["fast"]["evaluated"] == lost
-    assert (out / "chunks" / "fast-000002.jsonl.damaged").read_bytes() == damage  # kept for inspection
+    assert (out / "chunks" / "fast-000002.parquet.damaged").read_bytes() == damage  # kept for inspection
     assert (out / "ranked.csv").read_bytes() == (done / "ranked.csv").read_bytes()
     rc, _, err = cli(["sweep", str(spec), "--out", str(out), "--workers", "1", "--resume"], capsys)
     assert rc == 0 and err == ""  # reported once: the damaged file is set aside

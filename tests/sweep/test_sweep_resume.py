@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sweep_helpers import CHUNKED, write_spec
+from sweep_helpers import CHUNKED, chunk_rows, write_spec
 
 from npusim.sweep.run import run_sweep
 
@@ -27,14 +27,14 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if chunks.is_dir() and len(list(chunks.glob("fast-*.jsonl"))) >= 5:
+        if chunks.is_dir() and len(list(chunks.glob("fast-*.parquet"))) >= 5:
             break
         time.sleep(0.005)
     assert proc.poll() is None, "the sweep finished before it could be killed: make SPEC bigger"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (out / "ranked.csv").exists()
-    done = sum(1 for p in chunks.glob("fast-*.jsonl") for _ in p.open())
+    done = sum(len(chunk_rows(p)) for p in chunks.glob("fast-*.parquet"))
     assert done >= 5 * 40
 
     resumed = subprocess.run(cmd + ["--resume", "--json"], capture_output=True, text=True, env=env, timeout=120)

@@ -30,7 +30,8 @@ def test_outputs_and_ranking(small):
     assert len(frame) == summary["points"] == frame["id"].nunique()
     assert list(frame["index"]) == list(range(len(frame)))
     assert sum(summary["status"].values()) == len(frame)
-    assert set(frame["status"]) <= {"ok", "infeasible"}
+    assert set(frame["status"]) <= {"ok", "infeasible", "pruned"}
+    assert set(frame.loc[frame["status"] == "pruned", "reason"]) <= {"dominated"}
     assert summary["infeasible_by_reason"].get("constraint") == 2  # 24 layers (5.2B) < 5.5B, once per device count
     ok = frame[frame["status"] == "ok"]
     assert len(ranked) == len(ok[(ok["full_status"] != "infeasible")])
@@ -41,13 +42,34 @@ def test_outputs_and_ranking(small):
     assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
     parts = [c for c in frame.columns if c.startswith("bd_")]
     assert (ok[parts].sum(axis=1) - ok["step_time_s"]).abs().max() < 1e-9
-    mem = frame[frame["reason"] == "memory"]
-    assert (mem["peak_memory_GB"] > 0.95 * 64).all() and mem["step_time_s"].isna().all()
+    mem = frame[frame["stage"] == "memory"]
+    assert len(mem) and (mem["peak_memory_GB"] > 0.95 * 64).all() and mem["step_time_s"].isna().all()
+    bound = frame[frame["stage"] == "memory_bound"]
+    assert (bound["reason"] == "memory").all() and bound["message"].str.contains("optimizer state").all()
+    assert s_stages(summary) == frame["stage"].value_counts().to_dict()
+
+
+def test_results_are_stored_once_and_compactly(small):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, _, out = small
+    assert not list((out / "chunks").iterdir())  # merged into results.parquet, not kept twice
+    schema = pq.read_schema(out / "results.parquet")
+    for col in ("status", "reason", "stage", "hardware", "recompute"):
+        assert pa.types.is_dictionary(schema.field(col).type), col
+
+
+def s_stages(summary: dict) -> dict:
+    """Points per stage from the summary's stage lines (zeros left out)."""
+    out = {st["stage"]: st.get("removed", st.get("timed")) for st in summary["stages"]}
+    return {k: v for k, v in out.items() if v}
 
 
 def test_summary_counts_rates_and_top(small):
     _, s, out = small
     assert s["fast"]["evaluated"] == s["points"] and s["fast"]["points_per_s"] > 0
+    assert "stage dominated: removed" in format_summary(s) and "stage fast: timed" in format_summary(s)
     assert s["full"]["simulated"] >= 12 and s["full"]["n"] >= 10 and -1 <= s["full"]["kendall_tau"] <= 1
     assert 0 <= s["full"]["top10_overlap"] <= 10 and len(s["top"]) == 10
     text = format_summary(s)

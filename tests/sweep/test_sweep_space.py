@@ -83,3 +83,33 @@ def test_constraint_rows_are_generated_once_per_context(tmp_path):
     _, _, _, pts = prepare(write_spec(tmp_path, spec))
     pre = [p for p in pts if "pre" in p]
     assert len(pre) == 2 and all(p["pre"][0] == "constraint" for p in pre)  # one per device count
+
+
+def test_counting_plans_equals_generating_them():
+    """count_plans (the dry run's count) agrees with plans() context by context, values per axis included,
+    on the shipped specs (training and serving) and with option axes listed."""
+    from pathlib import Path
+
+    from npusim.sweep.run import load
+    from npusim.sweep.space import contexts, count_plans
+
+    sweeps = Path(__file__).resolve().parents[2] / "sweeps"
+    specs = [p for p in sorted(sweeps.glob("*.yaml")) if p.name != "pangu-ultra-shapes.yaml"]
+    checked = 0
+    for path in specs:
+        _, resolved, _, variants, profiles = load(path)
+        spaces = [resolved["plan"]]
+        if resolved["workload"].get("kind", "train") == "train":
+            spaces.append({**resolved["plan"], "schedule": ["1f1b", "interleaved", "dualpipe"],
+                           "a2a": ["flat", "hierarchical"], "ep_overlap": [False, True]})
+        for space in spaces:
+            for _, _, c in contexts(resolved, variants, profiles)[:4]:
+                if c is None:
+                    continue
+                seen: dict = {}
+                listed = list(plans(space, c))
+                assert count_plans(space, c, seen) == len(listed)
+                for axis, vals in seen.items():
+                    assert set(map(repr, vals.values())) == {repr(p[axis]) for p in listed if p.get(axis) is not None}
+                checked += 1
+    assert checked >= 8
