@@ -62,3 +62,15 @@ def test_lower_layers_never_import_higher_ones():
                 assert LAYERS.index(dp[1]) <= mine, f"{mod} imports higher layer {dep}"
             elif len(dp) > 1 and dp[1] in ("sweep", "validate", "report", "commands", "cli", "simulate", "api"):
                 raise AssertionError(f"{mod} imports {dep}")
+
+
+def test_no_private_names_imported_across_modules():
+    """A module imports only public names from another npusim module (a leading underscore means
+    'this module only')."""
+    bad = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("npusim"):
+                bad += [f"{_module(path)}: {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, bad

@@ -25,7 +25,10 @@ from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
 from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
 from npusim.cost.passes import named_sum
+from npusim.config.schedules import schedule_facts
+from npusim.engine.layout import pipeline_layout
 from npusim.engine.pipeline import RankTrace
+from npusim.engine.resolved import ResolvedStep
 from npusim.engine.schedules import pair_steady, paired_fb, schedule_orders
 from npusim.engine.step import StepInputs, chunk_activation_bytes, swap_buffer_bytes, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time, routing_spec
 from npusim.flops import flops_per_token
@@ -35,7 +38,7 @@ from npusim.workload.passes import chunk_specs
 
 CLOSED_FORM = names(closed_form=True)
 """Schedules the closed form covers; others (zero-bubble, DualPipe...) fall back to the event simulation."""
-_PLACES, _GROUPS, _LIVE, _LOAD, _PARAMS, _ACT, _REDUCE, _MFTOK, _MEMORY, _PROFILE = (table() for _ in range(10))
+_PLACES, _GROUPS, _LIVE, _LOAD, _PARAMS, _ACT, _REDUCE, _MFTOK, _MEMORY, _PROFILE, _SPECS = (table() for _ in range(11))
 """Memo tables (``npusim.sweep.memo``; ``clear_caches`` empties them), keyed by what each function
 reads: config objects by value, plan fields by the declarations below."""
 
@@ -59,7 +62,7 @@ PROFILE_READS = Reads(ParallelPlan, "pp vpp zero master_weights overlap_grad_red
 """A point's per-rank profile (``_profile``) besides its stages' key."""
 
 
-def _places(plan, hw) -> dict:
+def places_of(plan, hw) -> dict:
     """Placements of the plan's groups (memoised on the degrees that set them)."""
     key = (value_key(hw),) + PLACE_READS(plan)
     hit = _PLACES.get(key)
@@ -73,13 +76,33 @@ def _sig(spec) -> tuple:
     return (spec.dense_layers, spec.moe_layers, spec.embedding, spec.head, spec.mtp)
 
 
+def specs_of(model, pp: int, vpp: int) -> list:
+    """``chunk_specs`` memoised on the model's value and the pipeline shape."""
+    key = (value_key(model), pp, vpp)
+    hit = _SPECS.get(key)
+    if hit is None:
+        hit = _SPECS[key] = chunk_specs(model, pp, vpp)
+    return hit
+
+
+def resolved(model, hw, plan, workload, devices: int) -> ResolvedStep:
+    """The core's resolved step (``npusim.engine.resolved``) for an already resolved ``plan``, built
+    from memoised parts: the same object ``simulate`` builds with ``resolve_step``, so both tiers
+    read one set of inputs, chunk specs, placements, routing load and schedule facts."""
+    inp = StepInputs(model, hw, plan, workload.seq_len, workload.global_batch, devices)
+    places = places_of(plan, hw)
+    sched = plan.pipeline_schedule
+    return ResolvedStep(inp, specs_of(model, plan.pp, plan.vpp), places, _load(inp, places),
+                        pipeline_layout(sched, plan.pp, plan.vpp), schedule_facts(sched))
+
+
 def rank_groups(model, pp: int, vpp: int) -> list[tuple[tuple, list]]:
     """Pipeline ranks grouped by the chunks they hold: [(chunk specs of the rank, ranks)], memoised."""
     key = (value_key(model), pp, vpp)
     hit = _GROUPS.get(key)
     if hit is not None:
         return hit
-    specs = chunk_specs(model, pp, vpp)
+    specs = specs_of(model, pp, vpp)
     by: dict[tuple, tuple] = {}
     for r in range(pp):
         mine = tuple(specs[c * pp + r] for c in range(vpp))
@@ -126,7 +149,7 @@ def _load(inp: StepInputs, places):
     return hit
 
 
-def _params(model, plan, spec):
+def params_of(model, plan, spec):
     """``chunk_params`` memoised on the degrees that split parameters."""
     key = (value_key(model), _sig(spec)) + PARAM_READS(plan)
     hit = _PARAMS.get(key)
@@ -183,7 +206,7 @@ def _memory(model, plan, seq_len: int, places, m: int, load_factor: float) -> di
         dense = expert = 0.0
         weight = []
         for spec in specs:
-            p = _params(model, plan, spec)
+            p = params_of(model, plan, spec)
             dense, expert = dense + p.dense, expert + p.expert
             weight.append(_chunk_act(model, plan, spec, sh, load_factor))
         vecs = live_vectors(plan.pipeline_schedule, plan.pp, plan.vpp, m, tuple(ranks), paired_fb(model, plan))
@@ -256,7 +279,7 @@ def _tail(inp: StepInputs, specs, places, bwd: list[float], nic: list[float] | N
         tr.last_backward_end_s[c] = finish_s - before
         tr.last_backward_start_s[c] = finish_s - before - bwd[c]
         before += plan.pp * bwd[c]
-        p = _params(inp.model, plan, spec)
+        p = params_of(inp.model, plan, spec)
         dense, expert = dense + p.dense, expert + p.expert
     tail = dp_tail(tr, red, plan.overlap_grad_reduce)
     gather_exposed = gather / (8.0 * plan.vpp) if plan.overlap_param_gather else gather
@@ -281,18 +304,16 @@ def estimate(model, hw, plan, workload, devices: int, *, memory_limit_GB: float 
     plan = resolve_plan(plan, model, devices, workload.global_batch, workload.seq_len)
     if plan.pipeline_schedule not in CLOSED_FORM or plan.vpp > 1 and plan.pipeline_schedule != "interleaved":
         return _simulated(model, hw, plan, workload, devices, flop_convention)
-    inp = StepInputs(model, hw, plan, workload.seq_len, workload.global_batch, devices)
-    places = _places(plan, hw)
-    load = _load(inp, places)
-    m = inp.micro_batches
-    mem = memory(model, hw, plan, workload.seq_len, places, m, load.max_over_mean)
+    rs = resolved(model, hw, plan, workload, devices)
+    m = rs.micro_batches
+    mem = memory(model, hw, plan, workload.seq_len, rs.places, m, rs.load.max_over_mean)
     out = {"peak_memory_GB": mem["total"] / 1e9, "hbm_capacity_GB": hw.chip.hbm_capacity_GB,
            "memory_GB": {k: v / 1e9 for k, v in mem.items()}, "micro_batches": m}
     out["fits_in_memory"] = out["peak_memory_GB"] <= out["hbm_capacity_GB"]
     if memory_limit_GB is not None and out["peak_memory_GB"] > memory_limit_GB:
         out["step_time_s"] = None
         return out
-    out.update(_step(inp, places, load, m, flop_convention))
+    out.update(_step(rs, flop_convention))
     return out
 
 
@@ -308,12 +329,13 @@ def _simulated(model, hw, plan, workload, devices: int, convention: str) -> dict
             "breakdown_s": dict(res.breakdown_s), "micro_batches": res.config.get("micro_batches")}
 
 
-def _profile(inp: StepInputs, places, load) -> list[tuple]:
+def _profile(rs: ResolvedStep) -> list[tuple]:
     """(rows, chunk pace) memoised on everything but the micro-batch count. Rows, per rank group and
     micro-batch: (time, first rank, ranks, summed parts, FLOPs, p2p, drain, DP tail, exposed gather,
     optimizer); ``drain`` is how much earlier than rank 0 the group's first rank finishes (the last
     micro-batch's chunk-0 backwards of the ranks before it). Chunk pace: the sum over chunk indices
     of the slowest rank's time on that chunk."""
+    inp, places, load = rs.inputs, rs.places, rs.load
     model, hw, plan = inp.model, inp.hw, inp.plan
     sh = make_shard(model, plan, inp.seq_len, places["ep"].domains, load.dropped_fraction, load.expert_spread)
     prefix = stage_prefix(model, hw, plan, sh, places, load)
@@ -342,10 +364,11 @@ def _profile(inp: StepInputs, places, load) -> list[tuple]:
     return out
 
 
-def _step(inp: StepInputs, places, load, m: int, convention: str) -> dict:
+def _step(rs: ResolvedStep, convention: str) -> dict:
     """Closed-form step time, breakdown and utilisation of a resolved point."""
+    inp, m = rs.inputs, rs.micro_batches
     model, hw, plan = inp.model, inp.hw, inp.plan
-    groups, pace = _profile(inp, places, load)
+    groups, pace = _profile(rs)
     crit = max(groups, key=lambda g: (g[0], -g[1]))
     t_max = crit[0]
     total_t = sum(g[0] * g[2] for g in groups)

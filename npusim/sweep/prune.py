@@ -34,7 +34,7 @@ import json
 
 from npusim.config.plan import ParallelPlan
 from npusim.cost.memory import state_bytes
-from npusim.sweep.fast import PARAM_READS, _params, _places, rank_groups
+from npusim.sweep.fast import PARAM_READS, params_of, places_of, rank_groups
 from npusim.sweep.memo import Reads, table, value_key
 
 STAGES = ("generation", "divisibility", "memory_bound", "memory", "dominated", "fast", "revisited")
@@ -109,7 +109,7 @@ def dominated_by(fits: list[tuple[tuple[int, int], str]], light: tuple[int, int]
 def state_GB(model, hw, plan) -> float:
     """Weights, gradients and optimizer state of the busiest pipeline rank of a resolved plan (GB): a
     lower bound of its peak memory shared by every recompute policy and micro-batch size (memoised)."""
-    places = _places(plan, hw)
+    places = places_of(plan, hw)
     dp_shard, edp_shard = places["dp_cp"].size, places["edp"].size
     key = (value_key(model), dp_shard, edp_shard) + STATE_READS(plan)
     hit = _BOUND.get(key)
@@ -118,7 +118,7 @@ def state_GB(model, hw, plan) -> float:
         for specs, _ in rank_groups(model, plan.pp, plan.vpp):
             dense = expert = 0.0
             for spec in specs:
-                p = _params(model, plan, spec)
+                p = params_of(model, plan, spec)
                 dense, expert = dense + p.dense, expert + p.expert
             worst = max(worst, sum(state_bytes(plan, dense, expert, dp_shard, edp_shard).values()))
         hit = _BOUND[key] = worst / 1e9

@@ -47,7 +47,7 @@ DEFAULT_MAX_POINTS = 250_000
 two cores)."""
 
 
-def _listify(v: Any) -> Any:
+def listify(v: Any) -> Any:
     """Accept a scalar where a list is expected."""
     return v if isinstance(v, list) else [v]
 
@@ -88,9 +88,9 @@ class WorkloadSpec(_Strict):
     """Training workloads: every combination of sequence length and global batch is swept."""
 
     kind: Literal["train"] = "train"
-    seq_len: Annotated[list[SeqLen], BeforeValidator(_listify), Field(min_length=1)]
+    seq_len: Annotated[list[SeqLen], BeforeValidator(listify), Field(min_length=1)]
     """Tokens per sequence (one value or a list)."""
-    global_batch: Annotated[list[Batch], BeforeValidator(_listify), Field(min_length=1)]
+    global_batch: Annotated[list[Batch], BeforeValidator(listify), Field(min_length=1)]
     """Sequences per optimizer step (one value or a list)."""
 
 
@@ -130,9 +130,9 @@ class ServingWorkloadSpec(_Strict):
     """Serving workloads: a decode step (TPOT) or a prefill (TTFT); every input_len x batch is swept."""
 
     kind: Literal["decode", "prefill"]
-    input_len: Annotated[list[SeqLen], BeforeValidator(_listify), Field(min_length=1)]
+    input_len: Annotated[list[SeqLen], BeforeValidator(listify), Field(min_length=1)]
     """Context of the decode step, or prompt length of the prefill (one value or a list)."""
-    batch: Annotated[list[Annotated[Any, BeforeValidator(_batch_value)]], BeforeValidator(_listify),
+    batch: Annotated[list[Annotated[Any, BeforeValidator(_batch_value)]], BeforeValidator(listify),
                      Field(min_length=1)] = ["auto"]
     """Concurrent sequences over the instance; 'auto' = the largest batch that fits in memory and
     meets the objective's TPOT / TTFT limit (found by bisection)."""
@@ -174,7 +174,7 @@ class ModelSpec(_Strict):
     """A base model (preset name or path) with axes to vary and parameter-count constraints."""
 
     base: str
-    vary: dict[str, Annotated[list[Any], BeforeValidator(_listify), Field(min_length=1)]] = {}
+    vary: dict[str, Annotated[list[Any], BeforeValidator(listify), Field(min_length=1)]] = {}
     """ModelConfig field (or Megatron/HF alias) -> values; the product of all axes is swept."""
     constraints: Constraints = Constraints()
     """Variants outside a budget are infeasible with reason 'constraint'."""
@@ -226,7 +226,7 @@ class SweepSpec(_Strict):
 
     name: str = "sweep"
     description: str = ""
-    hardware: Annotated[list[str], BeforeValidator(_listify), Field(min_length=1)]
+    hardware: Annotated[list[str], BeforeValidator(listify), Field(min_length=1)]
     devices: Any
     """A count, a list of counts, or {hardware name: count or list} (checked in ``load_spec``)."""
     workload: Any

@@ -8,7 +8,7 @@ from pydantic import BeforeValidator, Field
 
 from npusim.config.errors import ConfigError, did_you_mean
 from npusim.config.policy import MAX_DEVICES, no_bool
-from npusim.sweep.spec import MODEL_ALIASES, ServingWorkloadSpec, SweepSpec, WorkloadSpec, _listify
+from npusim.sweep.spec import MODEL_ALIASES, ServingWorkloadSpec, SweepSpec, WorkloadSpec, listify
 
 
 def _typed(src: str, field: str, value: Any, cls: type) -> Any:
@@ -48,12 +48,12 @@ def check_devices(raw: Any, names: list[str], src: str) -> Any:
     if raw is None:
         raise ConfigError(src, "devices", None, "required field is missing")
     if not isinstance(raw, dict):
-        return _typed(src, "devices", _listify(raw), DeviceCounts)
+        return _typed(src, "devices", listify(raw), DeviceCounts)
     out = {}
     for k, v in raw.items():
         if k not in names:
             raise ConfigError(src, f"devices.{k}", v, "hardware not in the sweep", ", ".join(names))
-        out[k] = _typed(src, f"devices.{k}", _listify(v), DeviceCounts)
+        out[k] = _typed(src, f"devices.{k}", listify(v), DeviceCounts)
     missing = [n for n in names if n not in out]
     if missing:
         raise ConfigError(src, "devices", raw, f"no device count for {missing[0]}", "a count for every swept profile")

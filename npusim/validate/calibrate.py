@@ -14,7 +14,7 @@ import numpy as np
 from npusim.config.errors import ConfigError
 
 
-def _rows(path: Path, required: tuple[str, ...]) -> list[dict]:
+def read_rows(path: Path, required: tuple[str, ...]) -> list[dict]:
     """Rows of a calibration CSV, checking its columns."""
     if not path.is_file():
         raise ConfigError(str(path), "<file>", str(path), "calibration file not found")
@@ -28,7 +28,7 @@ def _rows(path: Path, required: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def _num(row: dict, key: str, src: str) -> float:
+def number(row: dict, key: str, src: str) -> float:
     try:
         v = float(row[key])
     except (TypeError, ValueError):
@@ -38,7 +38,7 @@ def _num(row: dict, key: str, src: str) -> float:
     return v
 
 
-def _mape(pred: np.ndarray, meas: np.ndarray) -> float:
+def mape_pct(pred: np.ndarray, meas: np.ndarray) -> float:
     return float(np.mean(np.abs(pred / meas - 1.0)) * 100.0)
 
 
@@ -47,8 +47,8 @@ def fit_memory(hw, rows: list[dict], src: str) -> dict:
     from scipy.optimize import least_squares
 
     sel = [r for r in rows if r["kernel"] in ("copy", "add")]
-    b = np.array([_num(r, "bytes", src) for r in sel])
-    t = np.array([_num(r, "ms", src) for r in sel]) * 1e-3
+    b = np.array([number(r, "bytes", src) for r in sel])
+    t = np.array([number(r, "ms", src) for r in sel]) * 1e-3
     bw = hw.chip.hbm_bandwidth_GBps * 1e9
 
     def model(x):
@@ -59,7 +59,7 @@ def fit_memory(hw, rows: list[dict], src: str) -> dict:
                         bounds=([0, 0.05, 0], [1e-4, 1.0, 1e9]))
     launch, frac, half = res.x
     return {"launch_overhead_us": float(launch * 1e6), "memory": {"max_fraction": float(frac), "half_bytes": float(half)},
-            "residual_pct": _mape(model(res.x), t)}
+            "residual_pct": mape_pct(model(res.x), t)}
 
 
 def fit_gemm(hw, rows: list[dict], src: str, base) -> dict:
@@ -70,8 +70,8 @@ def fit_gemm(hw, rows: list[dict], src: str, base) -> dict:
     from npusim.cost.compute import op_time
     from npusim.workload.layers import gemm
 
-    ops = [gemm("g", int(_num(r, "M", src)), int(_num(r, "N", src)), int(_num(r, "K", src))) for r in rows]
-    t = np.array([_num(r, "ms", src) for r in rows]) * 1e-3
+    ops = [gemm("g", int(number(r, "M", src)), int(number(r, "N", src)), int(number(r, "K", src))) for r in rows]
+    t = np.array([number(r, "ms", src) for r in rows]) * 1e-3
 
     def predict(x):
         d = base.model_copy(update={"gemm": base.gemm.model_copy(update=dict(zip(("max_fraction", "m_half", "n_half", "k_half"), map(float, x))))})
@@ -81,7 +81,7 @@ def fit_gemm(hw, rows: list[dict], src: str, base) -> dict:
     res = least_squares(lambda x: np.log(predict(x) / t), x0=[0.8, 64, 64, 64],
                         bounds=([0.05, 0, 0, 0], [1.0, 4096, 4096, 4096]), diff_step=1e-3)
     keys = ("max_fraction", "m_half", "n_half", "k_half")
-    return {"gemm": {k: float(v) for k, v in zip(keys, res.x)}, "residual_pct": _mape(predict(res.x), t)}
+    return {"gemm": {k: float(v) for k, v in zip(keys, res.x)}, "residual_pct": mape_pct(predict(res.x), t)}
 
 
 def fit_grouped(hw, rows: list[dict], src: str, base) -> dict:
@@ -94,9 +94,9 @@ def fit_grouped(hw, rows: list[dict], src: str, base) -> dict:
     sel = [r for r in rows if r.get("impl", "grouped_mm") == "grouped_mm"]
     if not sel:  # no fused grouped kernel on this device: fit the per-expert loop timings
         sel = [{**r, "ms": r.get("loop_ms") or r["ms"]} for r in rows]
-    ops = [gemm("expert_fc", int(_num(r, "tokens_per_expert", src)), int(_num(r, "N", src)), int(_num(r, "K", src)),
-                groups=int(_num(r, "experts", src))) for r in sel]
-    t = np.array([_num(r, "ms", src) for r in sel]) * 1e-3
+    ops = [gemm("expert_fc", int(number(r, "tokens_per_expert", src)), int(number(r, "N", src)), int(number(r, "K", src)),
+                groups=int(number(r, "experts", src))) for r in sel]
+    t = np.array([number(r, "ms", src) for r in sel]) * 1e-3
 
     def predict(x):
         d = base.model_copy(update={"grouped_gemm_tokens_half": float(x[0])})
@@ -104,7 +104,7 @@ def fit_grouped(hw, rows: list[dict], src: str, base) -> dict:
         return np.array([op_time(o, h, r.get("dtype") or "bf16") for o, r in zip(ops, sel)])
 
     res = least_squares(lambda x: np.log(predict(x) / t), x0=[16.0], bounds=([0.0], [4096.0]), diff_step=1e-3)
-    return {"grouped_gemm_tokens_half": float(res.x[0]), "residual_pct": _mape(predict(res.x), t)}
+    return {"grouped_gemm_tokens_half": float(res.x[0]), "residual_pct": mape_pct(predict(res.x), t)}
 
 
 def fit_attention(hw, rows: list[dict], src: str, base) -> dict:
@@ -114,10 +114,10 @@ def fit_attention(hw, rows: list[dict], src: str, base) -> dict:
     from npusim.cost.compute import op_time
     from npusim.workload.ops import Op
 
-    fwd_flops = np.array([2.0 * _num(r, "batch", src) * _num(r, "heads", src) * _num(r, "seq", src) ** 2
-                          * _num(r, "head_dim", src) for r in rows])
-    seqs = [int(_num(r, "seq", src)) for r in rows]
-    t = np.array([_num(r, "fwd_bwd_ms", src) for r in rows]) * 1e-3
+    fwd_flops = np.array([2.0 * number(r, "batch", src) * number(r, "heads", src) * number(r, "seq", src) ** 2
+                          * number(r, "head_dim", src) for r in rows])
+    seqs = [int(number(r, "seq", src)) for r in rows]
+    t = np.array([number(r, "fwd_bwd_ms", src) for r in rows]) * 1e-3
 
     def predict(x):
         d = base.model_copy(update={"attention": base.attention.model_copy(update={"max_fraction": float(x[0]), "seq_half": float(x[1])})})
@@ -132,7 +132,7 @@ def fit_attention(hw, rows: list[dict], src: str, base) -> dict:
     res = least_squares(lambda x: np.log(predict(x) / t), x0=[0.5, 512.0], bounds=([0.05, 0.0], [1.0, 65536.0]),
                         diff_step=1e-3)
     return {"attention": {"max_fraction": float(res.x[0]), "seq_half": float(res.x[1]), "backward_factor": 2.5},
-            "residual_pct": _mape(predict(res.x), t)}
+            "residual_pct": mape_pct(predict(res.x), t)}
 
 
 def calibrate(hw, data_dir: str | Path) -> dict:
@@ -143,15 +143,15 @@ def calibrate(hw, data_dir: str | Path) -> dict:
         from npusim.validate.calibrate_ascend import calibrate_ascend
 
         return calibrate_ascend(hw, d)
-    mem = fit_memory(hw, _rows(d / "memory.csv", ("kernel", "bytes", "ms")), str(d / "memory.csv"))
+    mem = fit_memory(hw, read_rows(d / "memory.csv", ("kernel", "bytes", "ms")), str(d / "memory.csv"))
     base = hw.efficiency.model_copy(update={"launch_overhead_us": mem["launch_overhead_us"],
                                             "memory": hw.efficiency.memory.model_copy(update=mem["memory"])})
-    g = fit_gemm(hw, _rows(d / "gemm.csv", ("M", "N", "K", "ms")), str(d / "gemm.csv"), base)
+    g = fit_gemm(hw, read_rows(d / "gemm.csv", ("M", "N", "K", "ms")), str(d / "gemm.csv"), base)
     base = base.model_copy(update={"gemm": base.gemm.model_copy(update=g["gemm"])})
-    gg = fit_grouped(hw, _rows(d / "grouped_gemm.csv", ("experts", "tokens_per_expert", "K", "N", "ms")),
+    gg = fit_grouped(hw, read_rows(d / "grouped_gemm.csv", ("experts", "tokens_per_expert", "K", "N", "ms")),
                      str(d / "grouped_gemm.csv"), base)
     base = base.model_copy(update={"grouped_gemm_tokens_half": gg["grouped_gemm_tokens_half"]})
-    at = fit_attention(hw, _rows(d / "attention.csv", ("batch", "heads", "seq", "head_dim", "fwd_bwd_ms")),
+    at = fit_attention(hw, read_rows(d / "attention.csv", ("batch", "heads", "seq", "head_dim", "fwd_bwd_ms")),
                        str(d / "attention.csv"), base)
     out = base.model_dump(mode="json")
     out.update(at["attention"] and {"attention": at["attention"]})
@@ -161,13 +161,13 @@ def calibrate(hw, data_dir: str | Path) -> dict:
     out["residuals"] = {"memory_mape_pct": round(mem["residual_pct"], 2), "gemm_mape_pct": round(g["residual_pct"], 2),
                         "grouped_gemm_mape_pct": round(gg["residual_pct"], 2),
                         "attention_mape_pct": round(at["residual_pct"], 2)}
-    return _round(out)
+    return rounded(out)
 
 
-def _round(x):
+def rounded(x):
     """Round floats to 4 significant digits for a readable, stable YAML."""
     if isinstance(x, float):
         return float(f"{x:.4g}")
     if isinstance(x, dict):
-        return {k: _round(v) for k, v in x.items()}
+        return {k: rounded(v) for k, v in x.items()}
     return x

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npusim.validate.calibrate import _mape, _num, _round, _rows, fit_gemm, fit_grouped
+from npusim.validate.calibrate import mape_pct, number, rounded, read_rows, fit_gemm, fit_grouped
 
 GEMM_HARDWARE = ("910B2", "A3 (SoC flag Ascend910B1)")
 """Rows with a named 24-cube-core SoC (the README's advice: fit the 910B2 sweeps and cubes)."""
@@ -36,7 +36,7 @@ def gemm_rows(rows: list[dict], src: str) -> list[dict]:
     for r in rows:
         if r["hardware"] not in GEMM_HARDWARE or r["op"] not in GEMM_OPS or r["dtype"] not in ("fp16", "bf16"):
             continue
-        t_us = _num(r, "time_us", src)
+        t_us = number(r, "time_us", src)
         if r["timing"] == "host-sync" and t_us < HOST_TIMED_FLOOR_US:
             continue
         out.append({"M": r["m"], "N": r["n"], "K": r["k"], "ms": t_us / 1e3, "dtype": r["dtype"]})
@@ -50,9 +50,9 @@ def grouped_rows(rows: list[dict], src: str) -> list[dict]:
     for r in rows:
         if not r.get("groups"):
             continue
-        groups = _num(r, "groups", src)
-        out.append({"experts": groups, "tokens_per_expert": max(1.0, _num(r, "tokens", src) / groups),
-                    "K": r["k"], "N": r["n"], "ms": _num(r, "time_us", src) / 1e3, "dtype": r["dtype"]})
+        groups = number(r, "groups", src)
+        out.append({"experts": groups, "tokens_per_expert": max(1.0, number(r, "tokens", src) / groups),
+                    "K": r["k"], "N": r["n"], "ms": number(r, "time_us", src) / 1e3, "dtype": r["dtype"]})
     return out
 
 
@@ -65,11 +65,11 @@ def fit_attention_forward(hw, rows: list[dict], src: str, base) -> dict:
     from npusim.workload.ops import Op
 
     sel = [r for r in rows if r["op"] in ATTENTION_OPS and r["batch"] and r["heads"]
-           and _num(r, "batch", src) * _num(r, "heads", src) * _num(r, "seq_q", src) / 128 >= FULL_TILES]
-    flops = [4.0 * _num(r, "seq_q", src) * _num(r, "seq_kv", src) * _num(r, "head_dim", src)
-             * _num(r, "batch", src) * _num(r, "heads", src) for r in sel]
-    seqs = [int(_num(r, "seq_kv", src)) for r in sel]
-    t = np.array([_num(r, "time_us", src) for r in sel]) * 1e-6
+           and number(r, "batch", src) * number(r, "heads", src) * number(r, "seq_q", src) / 128 >= FULL_TILES]
+    flops = [4.0 * number(r, "seq_q", src) * number(r, "seq_kv", src) * number(r, "head_dim", src)
+             * number(r, "batch", src) * number(r, "heads", src) for r in sel]
+    seqs = [int(number(r, "seq_kv", src)) for r in sel]
+    t = np.array([number(r, "time_us", src) for r in sel]) * 1e-6
 
     def predict(x):
         d = base.model_copy(update={"attention": base.attention.model_copy(update={"max_fraction": float(x[0])})})
@@ -79,12 +79,12 @@ def fit_attention_forward(hw, rows: list[dict], src: str, base) -> dict:
 
     res = least_squares(lambda x: np.log(predict(x) / t), x0=[0.4], bounds=([0.05], [1.0]), diff_step=1e-3)
     return {"attention": {**base.attention.model_dump(), "max_fraction": float(res.x[0])},
-            "residual_pct": _mape(predict(res.x), t), "n": len(sel)}
+            "residual_pct": mape_pct(predict(res.x), t), "n": len(sel)}
 
 
 def hbm_fraction(hw, rows: list[dict], src: str) -> tuple[float, int]:
     """Achieved fraction of datasheet HBM bandwidth of the largest published reads (mean of rows)."""
-    sel = [_num(r, "bandwidth_GBps", src) for r in rows if r["op"] == "hbm_read" and r["bandwidth_GBps"]]
+    sel = [number(r, "bandwidth_GBps", src) for r in rows if r["op"] == "hbm_read" and r["bandwidth_GBps"]]
     return float(np.mean(sel)) / hw.chip.hbm_bandwidth_GBps, len(sel)
 
 
@@ -93,15 +93,15 @@ def calibrate_ascend(hw, d: Path) -> dict:
     base = hw.efficiency
     gsrc, grsrc = str(d / "gemm.csv"), str(d / "grouped_gemm.csv")
     asrc, tsrc = str(d / "attention.csv"), str(d / "transfers.csv")
-    mem_frac, n_mem = hbm_fraction(hw, _rows(d / "transfers.csv", ("op", "bandwidth_GBps")), tsrc)
+    mem_frac, n_mem = hbm_fraction(hw, read_rows(d / "transfers.csv", ("op", "bandwidth_GBps")), tsrc)
     base = base.model_copy(update={"memory": base.memory.model_copy(update={"max_fraction": min(1.0, mem_frac)})})
-    g_rows = gemm_rows(_rows(d / "gemm.csv", ("hardware", "op", "dtype", "m", "n", "k", "time_us", "timing")), gsrc)
+    g_rows = gemm_rows(read_rows(d / "gemm.csv", ("hardware", "op", "dtype", "m", "n", "k", "time_us", "timing")), gsrc)
     g = fit_gemm(hw, g_rows, gsrc, base)
     base = base.model_copy(update={"gemm": base.gemm.model_copy(update=g["gemm"])})
-    gg_rows = grouped_rows(_rows(d / "grouped_gemm.csv", ("tokens", "k", "n", "groups", "time_us", "dtype")), grsrc)
+    gg_rows = grouped_rows(read_rows(d / "grouped_gemm.csv", ("tokens", "k", "n", "groups", "time_us", "dtype")), grsrc)
     gg = fit_grouped(hw, gg_rows, grsrc, base)
     base = base.model_copy(update={"grouped_gemm_tokens_half": gg["grouped_gemm_tokens_half"]})
-    at = fit_attention_forward(hw, _rows(d / "attention.csv", ("op", "seq_q", "seq_kv", "head_dim", "time_us")), asrc, base)
+    at = fit_attention_forward(hw, read_rows(d / "attention.csv", ("op", "seq_q", "seq_kv", "head_dim", "time_us")), asrc, base)
     out = base.model_dump(mode="json")
     out["attention"] = at["attention"]
     out["source"] = (
@@ -115,4 +115,4 @@ def calibrate_ascend(hw, d: Path) -> dict:
     out["command"] = f"npusim calibrate --hardware {hw.name} --from {d}"
     out["residuals"] = {"gemm_mape_pct": round(g["residual_pct"], 2), "grouped_gemm_mape_pct": round(gg["residual_pct"], 2),
                         "attention_mape_pct": round(at["residual_pct"], 2)}
-    return _round(out)
+    return rounded(out)
