@@ -165,9 +165,10 @@ def dense_mlp_pass(model, sh: Shard) -> Pass:
 
 def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     """Forward of one MoE block, every kernel lowered: router GEMM, score function, top-k, aux loss,
-    dispatch (token sort + permute + all-to-all, or all-gather + local gather), grouped expert GEMMs
-    and activation, combine (unsort + all-to-all + weighted unpermute, or scatter-add +
-    reduce-scatter), shared experts.
+    dispatch (token sort + permute + all-to-all, or all-gather + local gather; a hierarchical
+    DeepEP-style dispatch needs only the local sort by expert after it), grouped expert GEMMs and
+    activation, combine (unsort + all-to-all + weighted unpermute, or scatter-add + reduce-scatter;
+    the hierarchical combine reduces the top-k outputs itself), shared experts.
 
     ``load_factor`` scales the routed tokens of this device (1 = perfectly balanced; the busiest
     device of an imbalanced router has > 1).
@@ -181,17 +182,22 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     assign = expert_slots(model, sh, slots * load_factor)
     eep, etp = sh.expert_ep, sh.expert_tp
     gathered = sh.moe_dispatch == "allgather" and eep > 1
+    # DeepEP-style hierarchical dispatch reads the tokens and their top-k indices directly and its
+    # combine kernel reduces the top-k outputs itself: no sort by destination before the dispatch
+    # and no scatter-add after the combine, only a local permute by expert on each side.
+    fused = not gathered and sh.a2a == "hierarchical" and sh.ep_domains > 1
     if gathered:
         p.add(*allgather_dispatch(model, sh, T_unique, assign))
     else:
         p.add(index_sort("permute_index", T_unique * model.top_k))
-        p.add(elementwise("permute", assign * h, passes=2.0))
+        if not fused:
+            p.add(elementwise("permute", assign * h, passes=2.0))
     if etp > 1:
         p.add(Comm("etp_gather", "ep", "all_gather", "etp", etp, assign * etp * h * ACT_BYTES))
     a2a = [] if gathered else ep_all_to_all(model, sh, "dispatch", T_unique * load_factor, assign)
     p.add(*a2a)
     local_experts = model.experts // eep
-    sort_chunks = not gathered and eep > 1 and local_experts > 1
+    sort_chunks = not gathered and eep > 1 and (local_experts > 1 or fused)
     if sort_chunks:  # received chunks are ordered by source rank: regroup them by local expert
         p.add(elementwise("dispatch_sort", assign * etp * h, passes=2.0, flops_per_elem=0))
     p.add(*expert_ops(model, sh, assign * etp, local_experts))
@@ -202,7 +208,7 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     p.add(*[replace(c, name=c.name.replace("dispatch", "combine")) for c in reversed(a2a)])
     if gathered:
         p.add(*allgather_combine(model, sh, T_unique, assign))
-    else:
+    elif not fused:
         # weighted scatter-add of the top-k expert outputs back into token order (zero-filled output)
         p.add(Op("unpermute", "memory", 2.0 * assign * h, (assign + 2.0 * T_unique) * h * ACT_BYTES))
     if model.shared_experts:

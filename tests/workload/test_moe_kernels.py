@@ -71,3 +71,16 @@ def test_drop_and_pad_computes_the_full_capacity(model):
 def test_spread_reaches_the_expert_gemms(model):
     ops = {o.name: o for o in moe_pass(model, shard(expert_spread=0.3)).ops}
     assert ops["expert_up"].spread == 0.3 and ops["expert_down"].spread == 0.3
+
+
+def test_hierarchical_dispatch_fuses_the_layout_into_the_all_to_all(model):
+    """A DeepEP-style hierarchical dispatch over several servers reads tokens and top-k indices
+    directly and reduces the top-k outputs in its combine: no permute before it and no scatter-add
+    after it, only the local sort by expert on each side; within one server it is the flat path."""
+    flat = [o.name for o in moe_pass(model, shard(a2a="flat", ep_domains=2)).ops]
+    hier = [o.name for o in moe_pass(model, shard(a2a="hierarchical", ep_domains=2)).ops]
+    assert "permute" in flat and "unpermute" in flat
+    assert "permute" not in hier and "unpermute" not in hier
+    assert "dispatch_sort" in hier and "combine_sort" in hier
+    one = [o.name for o in moe_pass(model, shard(a2a="hierarchical", ep_domains=1)).ops]
+    assert one == [o.name for o in moe_pass(model, shard(a2a="flat", ep_domains=1)).ops]
