@@ -135,13 +135,20 @@ def sample_expert_tokens(spec: RoutingSpec, experts: int, top_k: int, groups: in
         return np.full(experts, slots / experts)
     p = expert_popularity(spec, experts, rng)
     if spec.scheme == "grouped" and groups > 0:
-        per_group = experts // groups
-        out = np.empty(experts)
-        for g in range(groups):
-            pg = p[g * per_group:(g + 1) * per_group]
-            out[g * per_group:(g + 1) * per_group] = rng.multinomial(tokens * (top_k // groups), pg / pg.sum())
-        return out
+        return per_group_counts(p, groups, tokens * (top_k // groups), rng)
     return rng.multinomial(slots, p).astype(float)
+
+
+def per_group_counts(p: np.ndarray, groups: int, per_group_slots: int, rng: np.random.Generator) -> np.ndarray:
+    """Tokens per expert when every token picks ``per_group_slots / tokens`` experts in each of
+    ``groups`` equal groups (MoGE): each group gets exactly its slots, spread by the popularity
+    ``p`` inside the group."""
+    per = len(p) // groups
+    out = np.empty(len(p))
+    for g in range(groups):
+        pg = p[g * per:(g + 1) * per]
+        out[g * per:(g + 1) * per] = rng.multinomial(per_group_slots, pg / pg.sum())
+    return out
 
 
 def apply_capacity(counts: np.ndarray, capacity_factor: float) -> tuple[np.ndarray, float]:

@@ -15,7 +15,8 @@ import numpy as np
 
 from npusim.workload.layers import ACT_BYTES, active_experts, elementwise, gemm
 from npusim.workload.ops import Comm, Op, Pass
-from npusim.workload.routing import RoutingSpec, apply_capacity, device_loads, expert_popularity, sample_expert_tokens
+from npusim.workload.routing import (RoutingSpec, apply_capacity, device_loads, expert_popularity, per_group_counts,
+                                     sample_expert_tokens)
 
 WEIGHT_BYTES = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "bf16": 2.0, "fp16": 2.0}
 """Bytes per stored weight element by dtype."""
@@ -50,13 +51,7 @@ def routed_counts(spec: RoutingSpec, experts: int, top_k: int, groups: int, toke
     the scheme (``npusim.workload.routing.sample_expert_tokens``)."""
     if spec.scheme in ("balanced", "grouped") or groups <= 1 or top_k % groups or experts % groups:
         return sample_expert_tokens(spec, experts, top_k, groups, tokens, rng)
-    p = expert_popularity(spec, experts, rng)
-    per = experts // groups
-    out = np.empty(experts)
-    for g in range(groups):
-        pg = p[g * per:(g + 1) * per]
-        out[g * per:(g + 1) * per] = rng.multinomial(tokens * (top_k // groups), pg / pg.sum())
-    return out
+    return per_group_counts(expert_popularity(spec, experts, rng), groups, tokens * (top_k // groups), rng)
 
 
 @lru_cache(maxsize=4096)
