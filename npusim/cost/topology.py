@@ -8,8 +8,9 @@ capacity. The collective model asks the graph for per-device bandwidth of each t
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
+
+from npusim.identity_cache import IdentityCache
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ class Tiers:
     """Latency between devices under different first-level switches (0: one level)."""
 
 
-_TIERS: dict[int, tuple] = {}
-"""id(profile) -> (weak reference to it, its Tiers); an entry goes when its profile is collected."""
+_TIERS = IdentityCache()
+"""Profile -> its Tiers, for as long as the profile lives."""
 
 
 def tiers_of(hw) -> Tiers:
@@ -152,10 +153,9 @@ def tiers_of(hw) -> Tiers:
     on the profile object): the capacities ``build_graph`` puts on device 0's edges, computed
     directly so that a simulation need not build the graph (``tests/cost/test_collectives.py``
     checks them against ``read_tiers`` on every shipped profile)."""
-    i = id(hw)
-    hit = _TIERS.get(i)
-    if hit is not None and hit[0]() is hw:
-        return hit[1]
+    hit = _TIERS.get(hw)
+    if hit is not None:
+        return hit
     su, co = hw.node.scale_up, hw.cluster
     dom = hw.scale_up_devices
     mesh = su.topology == "full_mesh"
@@ -170,14 +170,7 @@ def tiers_of(hw) -> Tiers:
     lvl = su.second_level
     l2 = (min(total, lvl.bandwidth_GBps), lvl.latency_us) if lvl is not None else (0.0, 0.0)
     tiers = Tiers(total, link, su.latency_us, mesh, nic, co.latency_us, min(nic, nic / co.oversubscription), *l2)
-
-    def gone(ref, i=i) -> None:
-        cur = _TIERS.get(i)
-        if cur is not None and cur[0] is ref:
-            del _TIERS[i]
-
-    _TIERS[i] = (weakref.ref(hw, gone), tiers)
-    return tiers
+    return _TIERS.put(hw, tiers)
 
 
 def read_tiers(hw) -> Tiers:

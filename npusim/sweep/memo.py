@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import weakref
+
+from npusim.identity_cache import IdentityCache
 
 _TABLES: list[dict] = []
-_VALUES: dict[int, tuple] = {}
-"""id(object) -> (weak reference to it, its value key)."""
+_VALUES = IdentityCache()
+"""Config object -> its value key, for as long as the object lives."""
 
 
 def table() -> dict:
@@ -36,21 +37,11 @@ def clear_all() -> None:
 def value_key(obj) -> str:
     """The value of a pydantic config object as a memo key (class name and a digest of its fields);
     computed once per live object, never keeping it alive."""
-    i = id(obj)
-    hit = _VALUES.get(i)
-    if hit is not None and hit[0]() is obj:
-        return hit[1]
+    hit = _VALUES.get(obj)
+    if hit is not None:
+        return hit
     body = json.dumps(obj.model_dump(mode="json"), sort_keys=True, default=str)
-    key = f"{type(obj).__name__}:{hashlib.blake2b(body.encode(), digest_size=12).hexdigest()}"
-
-    def gone(ref, i=i) -> None:
-        """Forget the object when it is collected (unless its id has been reused meanwhile)."""
-        cur = _VALUES.get(i)
-        if cur is not None and cur[0] is ref:
-            del _VALUES[i]
-
-    _VALUES[i] = (weakref.ref(obj, gone), key)
-    return key
+    return _VALUES.put(obj, f"{type(obj).__name__}:{hashlib.blake2b(body.encode(), digest_size=12).hexdigest()}")
 
 
 class Reads:

@@ -78,8 +78,6 @@ def test_dp_reduce_scatter_and_ep_all_to_all_share_the_nic(h100):
 def test_oversubscription_slows_cross_leaf_all_to_all_only():
     hw1 = load_profile("nvidia-h100-sxm-80g")
     hw4 = hw1.model_copy(update={"cluster": hw1.cluster.model_copy(update={"oversubscription": 4.0})})
-    from npusim.cost.topology import _TIERS
-    _TIERS.clear()
     intra_leaf = place_group(16, 8, 8, 16, 8)   # 16 servers under one 16-server leaf
     cross_leaf = place_group(64, 8, 8, 16, 8)   # 64 servers over 4 leaves
     assert intra_leaf.leaves == 1 and cross_leaf.leaves == 4
