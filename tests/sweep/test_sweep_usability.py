@@ -27,6 +27,7 @@ def test_dry_run_counts_axes_checks_and_time(tmp_path, capsys):
     assert d["removed"]["constraint"] == 2 and d["removed"]["divisibility"] > 0 and d["removed"]["dominated"] > 0
     assert d["to_evaluate"] == d["points"] - sum(d["removed"].values())
     assert d["estimate_s"]["total_s"] > 0
+    assert d["estimate_s"]["total_high_s"] >= d["estimate_s"]["total_s"]  # warm-memo to cold-memo range
     assert not (tmp_path / "out").exists()
     rc = main(["sweep", str(spec), "--dry-run", "--workers", "1"])
     text, _ = capsys.readouterr()
