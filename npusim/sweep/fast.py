@@ -33,7 +33,7 @@ from npusim.engine.schedules import pair_steady, paired_fb, schedule_orders
 from npusim.engine.step import StepInputs, chunk_activation_bytes, swap_buffer_bytes, dp_reduce_time, dp_tail, make_shard, moe_load, optimizer_time, routing_spec
 from npusim.flops import flops_per_token
 from npusim.sweep.lowered import clear_caches, stage_cost, stage_prefix  # noqa: F401 (fast.clear_caches)
-from npusim.sweep.memo import Reads, table, value_key
+from npusim.sweep.memo import Reads, cached, table, value_key
 from npusim.workload.passes import chunk_specs
 
 CLOSED_FORM = names(closed_form=True)
@@ -64,11 +64,7 @@ PROFILE_READS = Reads(ParallelPlan, "pp vpp zero master_weights overlap_grad_red
 
 def places_of(plan, hw) -> dict:
     """Placements of the plan's groups (memoised on the degrees that set them)."""
-    key = (value_key(hw),) + PLACE_READS(plan)
-    hit = _PLACES.get(key)
-    if hit is None:
-        hit = _PLACES[key] = placements(plan, hw)
-    return hit
+    return cached(_PLACES, (value_key(hw),) + PLACE_READS(plan), lambda: placements(plan, hw))
 
 
 def _sig(spec) -> tuple:
@@ -78,11 +74,7 @@ def _sig(spec) -> tuple:
 
 def specs_of(model, pp: int, vpp: int) -> list:
     """``chunk_specs`` memoised on the model's value and the pipeline shape."""
-    key = (value_key(model), pp, vpp)
-    hit = _SPECS.get(key)
-    if hit is None:
-        hit = _SPECS[key] = chunk_specs(model, pp, vpp)
-    return hit
+    return cached(_SPECS, (value_key(model), pp, vpp), lambda: chunk_specs(model, pp, vpp))
 
 
 def resolved(model, hw, plan, workload, devices: int) -> ResolvedStep:
@@ -143,19 +135,13 @@ def _load(inp: StepInputs, places):
     """``moe_load`` memoised on the routing spec, model, EP size and tokens."""
     plan = inp.plan
     key = (value_key(inp.model), routing_spec(plan), inp.seq_len) + LOAD_READS(plan)
-    hit = _LOAD.get(key)
-    if hit is None:
-        hit = _LOAD[key] = moe_load(inp, places)
-    return hit
+    return cached(_LOAD, key, lambda: moe_load(inp, places))
 
 
 def params_of(model, plan, spec):
     """``chunk_params`` memoised on the degrees that split parameters."""
     key = (value_key(model), _sig(spec)) + PARAM_READS(plan)
-    hit = _PARAMS.get(key)
-    if hit is None:
-        hit = _PARAMS[key] = chunk_params(model, plan, spec)
-    return hit
+    return cached(_PARAMS, key, lambda: chunk_params(model, plan, spec))
 
 
 def _act_key(model, plan, sh, load_factor: float) -> tuple:
@@ -166,10 +152,7 @@ def _act_key(model, plan, sh, load_factor: float) -> tuple:
 def _layer_act(model, plan, sh, moe: bool, load_factor: float) -> float:
     """``activation_bytes_per_layer``, memoised on the fields it reads."""
     key = ("layer", moe) + _act_key(model, plan, sh, load_factor)
-    hit = _ACT.get(key)
-    if hit is None:
-        hit = _ACT[key] = activation_bytes_per_layer(model, plan, sh, moe, load_factor)
-    return hit
+    return cached(_ACT, key, lambda: activation_bytes_per_layer(model, plan, sh, moe, load_factor))
 
 
 def _chunk_act(model, plan, spec, sh, load_factor: float) -> float:
@@ -223,10 +206,7 @@ def _reduce(inp: StepInputs, spec, places) -> tuple[float, float]:
     """``dp_reduce_time`` memoised on what it reads."""
     plan = inp.plan
     key = (value_key(inp.model), value_key(inp.hw), _sig(spec), places["dp_cp"], places["edp"]) + REDUCE_READS(plan)
-    hit = _REDUCE.get(key)
-    if hit is None:
-        hit = _REDUCE[key] = dp_reduce_time(inp, spec, places)
-    return hit
+    return cached(_REDUCE, key, lambda: dp_reduce_time(inp, spec, places))
 
 
 def _bucket_time(inp: StepInputs, spec, places) -> float:
@@ -289,10 +269,7 @@ def _tail(inp: StepInputs, specs, places, bwd: list[float], nic: list[float] | N
 def _mf_per_token(model, seq_len: int, convention: str) -> float:
     """Model FLOPs per token, memoised."""
     key = (value_key(model), seq_len, convention)
-    hit = _MFTOK.get(key)
-    if hit is None:
-        hit = _MFTOK[key] = flops_per_token(model, seq_len, convention)
-    return hit
+    return cached(_MFTOK, key, lambda: flops_per_token(model, seq_len, convention))
 
 
 def estimate(model, hw, plan, workload, devices: int, *, memory_limit_GB: float | None = None,

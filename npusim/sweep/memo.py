@@ -28,6 +28,14 @@ def table() -> dict:
     return d
 
 
+def cached(tab: dict, key, compute):
+    """``tab[key]``, computed by ``compute()`` the first time ``key`` is asked for."""
+    hit = tab.get(key)
+    if hit is None:
+        hit = tab[key] = compute()
+    return hit
+
+
 def clear_all() -> None:
     """Empty every registered memo table."""
     for d in _TABLES:
