@@ -7,14 +7,9 @@ from npusim.config.model import load_model
 from npusim.config.plan import make_plan, parse_plan
 from npusim.config.workload import InferenceWorkload
 from npusim.engine.serve import simulate_serving
+from serve_helpers import PRO, run
 
-PRO = "tp=4,ep=4,etp=1,shared_tp=4,sp=1,moe_dispatch=allgather,precision=int8"
 
-
-def run(plan=PRO, model="pangu-pro-moe-72b", hw="atlas-800i-a2", devices=4, **wl):
-    wl = {"kind": "decode", "batch": 64, "input_len": 2048, **wl}
-    return simulate_serving(load_model(model), load_profile(hw), make_plan(parse_plan(plan)),
-                            InferenceWorkload(**wl), devices)
 
 
 def parts_sum(r):

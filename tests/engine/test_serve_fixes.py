@@ -12,16 +12,11 @@ from npusim.cost.collectives import collective_time, placements
 from npusim.engine.serve import resolve_serving_plan, simulate_serving
 from npusim.engine.serve_setup import comm_view, serving_memory
 from npusim.workload.ops import Comm
+from serve_helpers import PRO, run
 
-PRO = "tp=4,ep=4,etp=1,shared_tp=4,sp=1,moe_dispatch=allgather,precision=int8"
 H2P = "tp=4,dp=2,ep=4,etp=2,shared_tp=8,sp=1,moe_dispatch=allgather,precision=int8"
 FLAT_TP = "tp=8,ep=1,etp=8,shared_tp=8,sp=1,precision=int8"
 
-
-def run(plan=PRO, model="pangu-pro-moe-72b", hw="atlas-800i-a2", devices=4, **wl):
-    wl = {"kind": "decode", "batch": 64, "input_len": 2048, **wl}
-    return simulate_serving(load_model(model), load_profile(hw), make_plan(parse_plan(plan)),
-                            InferenceWorkload(**wl), devices)
 
 
 def test_300i_duo_cards_are_two_chips(capsys):
