@@ -20,12 +20,13 @@ def predict_record(rec: RunRecord) -> float:
     return predict_result(rec)[0]
 
 
-def predict_result(rec: RunRecord):
-    """(predicted value of the row's metric, simulated Result)."""
+def predict_result(rec: RunRecord, hw=None):
+    """(predicted value of the row's metric, simulated Result); ``hw`` replaces the row's hardware
+    profile for training rows (sensitivity studies)."""
     if rec.workload == "train":
         from npusim.validate.metrics import metric_value
 
-        res = simulate_record(rec)
+        res = simulate_record(rec, hw)
         return metric_value(rec, res), res
     res = simulate_serving_record(rec)
     return (res.ttft_s if rec.workload == "prefill" else res.tpot_s), res
@@ -55,17 +56,19 @@ def simulate_serving_record(rec: RunRecord):
     return simulate_serving(model, hw, plan, wl, chips)
 
 
-def simulate_record(rec: RunRecord):
+def simulate_record(rec: RunRecord, hw=None):
     """Simulate a training row. Choices the row does not state are filled the way the run's authors
     had to: the recompute policy is the lightest of AUTO_RECOMPUTE that fits in memory, and the
     micro-batch the fastest of AUTO_MICRO_BATCHES that fits. Neither looks at the measured value.
-    When nothing fits, the first valid plan is returned (its ``fits_in_memory`` is False)."""
+    When nothing fits, the first valid plan is returned (its ``fits_in_memory`` is False). ``hw``
+    (default: the row's profile) replaces the hardware profile."""
     from npusim.config.errors import ConfigError
     from npusim.config.plan import make_plan
     from npusim.simulate import simulate
     from npusim.validate.convert import record_hardware, record_model, record_plan_fields, record_workload
 
-    hw, model, wl = record_hardware(rec), record_model(rec), record_workload(rec)
+    hw = hw if hw is not None else record_hardware(rec)
+    model, wl = record_model(rec), record_workload(rec)
     fields = record_plan_fields(rec)
     recomputes = (fields["recompute"],) if "recompute" in fields else AUTO_RECOMPUTE
     micro = (fields["micro_batch"],) if "micro_batch" in fields else AUTO_MICRO_BATCHES

@@ -28,7 +28,8 @@ class Shard:
     expert_tp: int
     flash_attention: bool
     a2a: str = "flat"
-    """EP all-to-all algorithm: 'flat' or 'hierarchical' (inter-node all-gather, intra-node all-to-all)."""
+    """EP all-to-all algorithm: 'flat' (one copy per routed expert) or 'hierarchical' (DeepEP-style: one copy per
+    destination server across servers, then one per destination rank inside the server)."""
     ep_domains: int = 1
     """Scale-up domains (servers) one EP group spans."""
     dropped_fraction: float = 0.0
@@ -185,7 +186,7 @@ def moe_pass(model, sh: Shard, load_factor: float = 1.0) -> Pass:
     # DeepEP-style hierarchical dispatch reads the tokens and their top-k indices directly and its
     # combine kernel reduces the top-k outputs itself: no sort by destination before the dispatch
     # and no scatter-add after the combine, only a local permute by expert on each side.
-    fused = not gathered and sh.a2a == "hierarchical" and sh.ep_domains > 1
+    fused = not gathered and sh.a2a == "hierarchical" and sh.expert_ep > 1
     if gathered:
         p.add(*allgather_dispatch(model, sh, T_unique, assign))
     else:
@@ -294,15 +295,13 @@ def active_experts(local: int, routed_slots: float) -> float:
     return local * (1.0 - (1.0 - 1.0 / local) ** max(0.0, routed_slots))
 
 
-def expected_remote_domains(experts: int, top_k: int, domains: int, groups: int = 0,
-                            groups_per_token: int = 0) -> float:
-    """Expected number of other domains hosting at least one of a token's top-k experts (uniform
-    routing, experts spread evenly over ``domains``): (D - 1) / D x the expected domains touched.
+def expected_domains_touched(experts: int, top_k: int, domains: int, groups: int = 0,
+                             groups_per_token: int = 0) -> float:
+    """Expected number of ``domains`` (servers, or single ranks) that host at least one of a token's
+    top-k experts (uniform routing, experts spread evenly over the domains; plan independent).
 
     With group-limited routing (DeepSeek-V2/V3: top_k / groups_per_token experts from each of
-    ``groups_per_token`` of ``groups`` groups) a token reaches only the domains of its groups.
-    DeepSeek-V3's node-limited routing, 4 of 8 groups on 8 servers: 7 x (1 - C(7,4)/C(8,4)) = 3.5
-    other servers instead of 4.6 for free top-8 of 256; on 16 servers each group spans two."""
+    ``groups_per_token`` of ``groups`` groups) a token reaches only the domains of its groups."""
     from math import comb
 
     def touched(pool: int, held: int, picks: int) -> float:
@@ -310,31 +309,49 @@ def expected_remote_domains(experts: int, top_k: int, domains: int, groups: int 
         return 1.0 - (comb(pool - held, picks) / comb(pool, picks) if pool - held >= picks else 0.0)
 
     if domains <= 1:
-        return 0.0
+        return float(max(0, domains))
     g, D = groups_per_token, domains
     if groups and g and groups % D == 0:
-        hit = D * touched(groups, groups // D, g)
-    elif groups and g and D % groups == 0 and top_k % g == 0:
+        return D * touched(groups, groups // D, g)
+    if groups and g and D % groups == 0 and top_k % g == 0:
         span, per_group = D // groups, experts // groups
-        hit = g * span * touched(per_group, per_group // span, top_k // g)
-    else:
-        hit = D * touched(experts, experts // D, top_k)
-    return (D - 1) / D * hit
+        return g * span * touched(per_group, per_group // span, top_k // g)
+    return D * touched(experts, experts // D, top_k)
+
+
+def expected_remote_domains(experts: int, top_k: int, domains: int, groups: int = 0,
+                            groups_per_token: int = 0) -> float:
+    """Expected number of other domains hosting at least one of a token's top-k experts (uniform
+    routing, experts spread evenly over ``domains``): (D - 1) / D x the expected domains touched.
+
+    DeepSeek-V3's node-limited routing, 4 of 8 groups on 8 servers: 7 x (1 - C(7,4)/C(8,4)) = 3.5
+    other servers instead of 4.6 for free top-8 of 256; on 16 servers each group spans two."""
+    if domains <= 1:
+        return 0.0
+    return (domains - 1) / domains * expected_domains_touched(experts, top_k, domains, groups, groups_per_token)
 
 
 def ep_all_to_all(model, sh: Shard, phase: str, tokens: float, assign: float) -> list[Comm]:
-    """EP all-to-all of one phase as all-to-all-v: flat (one copy per routed expert), or
-    hierarchical (one copy per destination server across servers, then an intra-server all-to-all)."""
+    """EP all-to-all of one phase as all-to-all-v: flat (one copy per routed expert, as Megatron's
+    all-to-all dispatcher permutes by expert before sending), or hierarchical DeepEP-style (one copy
+    per destination server across servers, then one copy per destination rank inside the server:
+    DeepEP's dispatch layout marks each token once per rank, ``is_token_in_rank [tokens, ranks]``,
+    and its combine returns one reduced row per token and rank; deepseek-ai/DeepEP
+    ``deep_ep/buffer.py`` ``get_dispatch_layout`` / ``dispatch`` / ``combine``)."""
     eep, h = sh.expert_ep, model.hidden
     if eep <= 1:
         return []
-    if sh.a2a == "hierarchical" and sh.ep_domains > 1:
+    if sh.a2a == "hierarchical":
+        ranks = expected_domains_touched(model.experts, model.top_k, eep, model.expert_groups,
+                                         model.groups_per_token)
+        intra = Comm(f"ep_{phase}_intra", "ep", "all_to_all_intra", "ep", eep, tokens * ranks * h * ACT_BYTES,
+                     overlappable=True)
+        if sh.ep_domains <= 1:
+            return [intra]
         remote = expected_remote_domains(model.experts, model.top_k, sh.ep_domains, model.expert_groups,
                                          model.groups_per_token)
         return [Comm(f"ep_{phase}_inter", "ep", "all_to_all_inter", "ep", eep, tokens * remote * h * ACT_BYTES,
-                     overlappable=True),
-                Comm(f"ep_{phase}_intra", "ep", "all_to_all_intra", "ep", eep, assign * h * ACT_BYTES,
-                     overlappable=True)]
+                     overlappable=True), intra]
     return [Comm(f"ep_{phase}", "ep", "all_to_all", "ep", eep, assign * h * ACT_BYTES, overlappable=True)]
 
 

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from npusim.workload.layers import expected_remote_domains
+from npusim.workload.layers import expected_domains_touched, expected_remote_domains
 
 
 def _monte_carlo(experts, top_k, domains, groups, groups_per_token, trials=20000, seed=0):
@@ -39,3 +39,25 @@ def test_node_limited_routing_reaches_fewer_servers_than_free_routing():
     assert expected_remote_domains(256, 8, 8, 8, 4) == pytest.approx(3.5)
     assert expected_remote_domains(256, 8, 8) > 4.6
     assert expected_remote_domains(256, 8, 1, 8, 4) == 0.0
+
+
+@pytest.mark.parametrize("experts,top_k,ranks,groups,gpt", [
+    (128, 8, 8, 0, 0),    # Qwen3-30B-A3B on one 8-GPU server: DeepEP intranode
+    (256, 8, 64, 8, 4),   # DeepSeek-V3, EP 64: a group spans 8 ranks
+    (64, 6, 8, 0, 0),
+])
+def test_expected_ranks_touched_matches_sampling(experts, top_k, ranks, groups, gpt):
+    """Ranks a token's top-k experts sit on (what DeepEP sends the token to), against sampling."""
+    rng = random.Random(1)
+    per_rank, per_group = experts // ranks, experts // groups if groups else experts
+    total = 0
+    for _ in range(20000):
+        if groups and gpt:
+            picks = [g * per_group + e for g in rng.sample(range(groups), gpt)
+                     for e in rng.sample(range(per_group), top_k // gpt)]
+        else:
+            picks = rng.sample(range(experts), top_k)
+        total += len({p // per_rank for p in picks})
+    exact = expected_domains_touched(experts, top_k, ranks, groups, gpt)
+    assert exact == pytest.approx(total / 20000, abs=0.05)
+    assert exact < top_k

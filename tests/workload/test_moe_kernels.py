@@ -7,7 +7,7 @@ import pytest
 from npusim.config.hardware import load_profile
 from npusim.config.model import load_model
 from npusim.cost.compute import op_time
-from npusim.workload.layers import Shard, moe_pass
+from npusim.workload.layers import Shard, expected_domains_touched, moe_pass
 from npusim.workload.passes import backward_pass
 
 KERNELS = ("router", "router_score", "router_topk", "router_aux_loss", "permute_index", "permute",
@@ -74,13 +74,27 @@ def test_spread_reaches_the_expert_gemms(model):
 
 
 def test_hierarchical_dispatch_fuses_the_layout_into_the_all_to_all(model):
-    """A DeepEP-style hierarchical dispatch over several servers reads tokens and top-k indices
-    directly and reduces the top-k outputs in its combine: no permute before it and no scatter-add
-    after it, only the local sort by expert on each side; within one server it is the flat path."""
+    """A DeepEP-style dispatch reads tokens and top-k indices directly and reduces the top-k outputs
+    in its combine: no permute before it and no scatter-add after it, only the local sort by expert
+    on each side, across servers and within one server alike (DeepEP's intranode kernels)."""
     flat = [o.name for o in moe_pass(model, shard(a2a="flat", ep_domains=2)).ops]
-    hier = [o.name for o in moe_pass(model, shard(a2a="hierarchical", ep_domains=2)).ops]
     assert "permute" in flat and "unpermute" in flat
-    assert "permute" not in hier and "unpermute" not in hier
-    assert "dispatch_sort" in hier and "combine_sort" in hier
-    one = [o.name for o in moe_pass(model, shard(a2a="hierarchical", ep_domains=1)).ops]
-    assert one == [o.name for o in moe_pass(model, shard(a2a="flat", ep_domains=1)).ops]
+    for domains in (1, 2):
+        hier = [o.name for o in moe_pass(model, shard(a2a="hierarchical", ep_domains=domains)).ops]
+        assert "permute" not in hier and "unpermute" not in hier
+        assert "dispatch_sort" in hier and "combine_sort" in hier
+
+
+def test_deepep_sends_each_token_once_per_rank(model):
+    """Flat all-to-all sends one row per routed expert; DeepEP one per destination rank (a token's
+    top-k experts on one rank share the row), so its intra-server bytes are tokens x ranks touched."""
+    sh = shard(a2a="hierarchical", ep_domains=1)
+    comms = {c.name: c for c in moe_pass(model, sh).comms}
+    flat = {c.name: c for c in moe_pass(model, shard(a2a="flat", ep_domains=1)).comms}
+    T = sh.tokens // sh.tp
+    ranks = expected_domains_touched(model.experts, model.top_k, 8, model.expert_groups, model.groups_per_token)
+    assert comms["ep_dispatch_intra"].bytes == pytest.approx(T * ranks * model.hidden * 2)
+    assert flat["ep_dispatch"].bytes == pytest.approx(T * model.top_k * model.hidden * 2)
+    assert ranks < model.top_k
+    inter = {c.name for c in moe_pass(model, shard(a2a="hierarchical", ep_domains=2)).comms}
+    assert {"ep_dispatch_inter", "ep_dispatch_intra"} <= inter
