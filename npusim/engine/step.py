@@ -18,7 +18,7 @@ from npusim.workload.ops import Collective, Comm, Marker, Op, Pass
 from npusim.workload.routing import LoadStats, RoutingSpec, load_stats
 from npusim.engine.opgraph import LAYER_START, SWAP_IN, SWAP_OUT
 from npusim.workload.layers import embedding_pass, head_pass, mtp_pass
-from npusim.workload.passes import (ChunkSpec, backward_pass, extras_forward, layer_forward,
+from npusim.workload.passes import (ChunkSpec, backward_pass, layer_forward,
                                     recompute_of)
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -2,31 +2,34 @@
 
 It reuses the core's lowering and costs (``resolve_plan``, ``placements``, ``chunk_specs``, stage
 costs equal to ``stage_costs``', ``moe_load``, ``dp_reduce_time``, ``optimizer_time``, ``dp_tail``,
-the memory model of ``npusim.simulate``) and replaces the SimPy pipeline by a closed form. With
-t_r the per-micro-batch (forward + backward) time of rank r, tau_c the slowest rank's time on
-chunk index c and pace = sum_c tau_c (= max_r t_r without interleaving):
+the memory model of ``npusim.simulate``) and replaces the SimPy pipeline. With t_r the
+per-micro-batch (forward + backward) time of rank r, 1F1B finishes at the bottleneck formula
 
-    finish  = m x (max_r t_r + a x (pace - max_r t_r)) + (sum_r t_r - max_r t_r) / vpp + 2 (pp - 1) x p2p
+    finish  = m x max_r t_r + (sum_r t_r - max_r t_r) + 2 (pp - 1) x p2p
     step    = max_r (finish - drain_r + DP tail_r + exposed ZeRO gather_r + optimizer_r)
 
-with a = min(1, pp / m) under interleaving (ranks move through the chunks in lock-step rounds of
-pp micro-batches; buffering dilutes the wait as rounds grow) and 0 otherwise, and drain_r the
-chunk-0 backwards (and hops) of the ranks before r, which finish after it. For uniform stages this
-is the textbook m t + (pp - 1) t / vpp, and for 1F1B it is the exact bottleneck formula. Memory is
-exact: the peak of in-flight activations is read off the schedule's live-count vectors, which
-repeat with period pp x vpp in the steady state, so a schedule of min(m, 4 pp) micro-batches has
-the same peak. Everything that does not depend on the point is memoised in module-level dicts.
+with drain_r the chunk-0 backwards (and hops) of the ranks before r, which finish after it. For
+uniform stages this is the textbook m t + (pp - 1) t. Interleaving has no such closed form once
+chunks differ in cost (ranks move through the chunks in lock-step rounds of pp micro-batches), so
+there each rank's finish is the longest path through the schedule's fixed order
+(``npusim.engine.longest_path``, the event simulation's answer for the same unit durations, at
+about 0.25 us per unit). Memory is exact: the peak of in-flight activations is read off the
+schedule's live-count vectors, which repeat with period pp x vpp in the steady state, so a schedule
+of min(m, 4 pp) micro-batches has the same peak. Everything that does not depend on the point is
+memoised (``npusim.sweep.memo``).
 """
 from __future__ import annotations
 
 from npusim.config.plan import ParallelPlan, resolve_plan
 from npusim.config.schedules import names
-from npusim.cost.collectives import placements
+from npusim.cost.algorithms import collective_plan
+from npusim.cost.collectives import collective_time, placements
 from npusim.cost.compute import matrix_dtype
 from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
 from npusim.cost.passes import named_sum
 from npusim.config.schedules import schedule_facts
 from npusim.engine.layout import pipeline_layout
+from npusim.engine.longest_path import compile_order, finish_times
 from npusim.engine.pipeline import RankTrace
 from npusim.engine.resolved import ResolvedStep
 from npusim.engine.schedules import pair_steady, paired_fb, schedule_orders
@@ -209,10 +212,10 @@ def _reduce(inp: StepInputs, spec, places) -> tuple[float, float]:
     return cached(_REDUCE, key, lambda: dp_reduce_time(inp, spec, places))
 
 
-def _bucket_time(inp: StepInputs, spec, places) -> float:
-    """Seconds of a chunk's DP gradient buckets back to back (one per layer and group, plus the
-    embedding/head bucket), as the event engine issues them (memoised)."""
-    from npusim.cost.collectives import collective_time
+def _buckets(inp: StepInputs, spec, places) -> tuple[dict[str, float], dict[str, float]]:
+    """A chunk's DP gradient buckets as the event engine issues them (one per layer and group, plus
+    the embedding/head bucket; each group on its own serial stream): (per group, seconds of its
+    buckets back to back; per link tier, seconds of wire time they need), memoised."""
     from npusim.engine.step import dp_comms, layer_spec
     from npusim.workload.passes import ChunkSpec
 
@@ -223,24 +226,44 @@ def _bucket_time(inp: StepInputs, spec, places) -> float:
     if hit is None:
         red = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
 
-        def cost(sp) -> float:
-            """Seconds of one layer's (or the extras') buckets, memoised apart from the chunk's layer count."""
+        def cost(sp) -> tuple[dict[str, float], dict[str, float]]:
+            """One layer's (or the extras') buckets, memoised apart from the chunk's layer count."""
             k = ("bucket", key[1:], sp.dense_layers, sp.moe_layers, sp.embedding, sp.head, sp.mtp)
             got = _REDUCE.get(k)
             if got is None:
-                got = _REDUCE[k] = sum(collective_time(c, places[c.group], inp.hw)
-                                       for c in dp_comms(inp, sp, "b", red, True))
+                streams: dict[str, float] = {}
+                wire: dict[str, float] = {}
+                for c in dp_comms(inp, sp, "b", red, True):
+                    streams[c.group] = streams.get(c.group, 0.0) + collective_time(c, places[c.group], inp.hw)
+                    if places[c.group].size <= 1 or c.bytes <= 0:
+                        continue
+                    for stage in collective_plan(c, places[c.group], inp.hw)[1]:
+                        for ph in stage:
+                            if ph.bytes > 0:
+                                for tier in (ph.tier, "spine") if ph.cross_leaf else (ph.tier,):
+                                    wire[tier] = wire.get(tier, 0.0) + ph.bytes / ph.rate_Bps
+                got = _REDUCE[k] = (streams, wire)
             return got
 
-        extra = ChunkSpec(spec.index, 0, 0, spec.embedding, spec.head, spec.mtp)
-        hit = _REDUCE[key] = (spec.dense_layers * cost(layer_spec(spec, False)) if spec.dense_layers else 0.0) + \
-            (spec.moe_layers * cost(layer_spec(spec, True)) if spec.moe_layers else 0.0) + cost(extra)
+        parts = [(1, cost(ChunkSpec(spec.index, 0, 0, spec.embedding, spec.head, spec.mtp)))]
+        if spec.dense_layers:
+            parts.append((spec.dense_layers, cost(layer_spec(spec, False))))
+        if spec.moe_layers:
+            parts.append((spec.moe_layers, cost(layer_spec(spec, True))))
+        streams, wire = {}, {}
+        for n, (st, wi) in parts:
+            for out, d in ((streams, st), (wire, wi)):
+                for k, v in d.items():
+                    out[k] = out.get(k, 0.0) + n * v
+        hit = _REDUCE[key] = (streams, wire)
     return hit
 
 
-def _tail(inp: StepInputs, specs, places, bwd: list[float], nic: list[float] | None = None) -> tuple[float, float, float]:
-    """(DP tail, exposed ZeRO gather, optimizer) of one rank, with its last backwards placed in
-    closed form: chunk c's last backward ends pp x (backwards of chunks < c) before the rank's finish."""
+def _tail(inp: StepInputs, specs, places, bwd: list[float], nic: list[float] | None = None) -> tuple[float, float, float, dict]:
+    """(DP tail, exposed ZeRO gather, optimizer, DP seconds per chunk) of one rank, with its last
+    backwards placed in closed form: chunk c's last backward ends pp x (backwards of chunks < c)
+    before the rank's finish. The DP seconds per chunk are what queues on the rank's DP stream at
+    the chunk's last backward (``dp_tail``)."""
     plan = inp.plan
     finish_s = (plan.pp + 1) * sum(bwd)
     tr = RankTrace(finish_s=finish_s)
@@ -250,11 +273,14 @@ def _tail(inp: StepInputs, specs, places, bwd: list[float], nic: list[float] | N
         if plan.overlap_grad_reduce:
             # one bucket per layer, released evenly through the last backward on a serial stream:
             # what is left after it (the event engine's ``dp_after_s``)
+            # (the event engine's ``dp_after_s``). The groups' streams run side by side; on a
+            # shared port their wire time adds up, with the backward's own NIC traffic (EP, PP).
             n = max(1, spec.layers)
-            r_s = _bucket_time(inp, spec, places)
-            # the buckets share the NIC with the backward's own traffic (EP, PP across servers)
+            streams, wire = _buckets(inp, spec, places)
+            longest = max(streams.values(), default=0.0)
             busy = nic[c] if nic else 0.0
-            r_s = max(r_s / n, r_s + busy - bwd[c] * (n - 1) / n)
+            load = max([longest] + [w + (busy if tier == "nic" else 0.0) for tier, w in wire.items()])
+            r_s = max(longest / n, load - bwd[c] * (n - 1) / n)
         red[c], gather = r_s, gather + g_s
         tr.last_backward_end_s[c] = finish_s - before
         tr.last_backward_start_s[c] = finish_s - before - bwd[c]
@@ -263,7 +289,7 @@ def _tail(inp: StepInputs, specs, places, bwd: list[float], nic: list[float] | N
         dense, expert = dense + p.dense, expert + p.expert
     tail = dp_tail(tr, red, plan.overlap_grad_reduce)
     gather_exposed = gather / (8.0 * plan.vpp) if plan.overlap_param_gather else gather
-    return tail, gather_exposed, optimizer_time(inp, dense, expert, places)
+    return tail, gather_exposed, optimizer_time(inp, dense, expert, places), red
 
 
 def _mf_per_token(model, seq_len: int, convention: str) -> float:
@@ -306,12 +332,13 @@ def _simulated(model, hw, plan, workload, devices: int, convention: str) -> dict
             "breakdown_s": dict(res.breakdown_s), "micro_batches": res.config.get("micro_batches")}
 
 
-def _profile(rs: ResolvedStep) -> list[tuple]:
-    """(rows, chunk pace) memoised on everything but the micro-batch count. Rows, per rank group and
-    micro-batch: (time, first rank, ranks, summed parts, FLOPs, p2p, drain, DP tail, exposed gather,
-    optimizer); ``drain`` is how much earlier than rank 0 the group's first rank finishes (the last
-    micro-batch's chunk-0 backwards of the ranks before it). Chunk pace: the sum over chunk indices
-    of the slowest rank's time on that chunk."""
+def _profile(rs: ResolvedStep) -> tuple[list[tuple], tuple[list[float], list[float], list[float]], list[tuple]]:
+    """(rows, stage durations, rank groups) memoised on everything but the micro-batch count. Rows,
+    per rank group and micro-batch: (time, first rank, ranks, summed parts, FLOPs, p2p, drain, DP
+    tail, exposed gather, optimizer); ``drain`` is how much earlier than rank 0 the group's first rank
+    finishes (the last micro-batch's chunk-0 backwards of the ranks before it). Stage durations:
+    per stage (chunk c of rank r is stage c pp + r) its forward, backward and p2p seconds. Rank
+    groups: the ranks of each row."""
     inp, places, load = rs.inputs, rs.places, rs.load
     model, hw, plan = inp.model, inp.hw, inp.plan
     sh = make_shard(model, plan, inp.seq_len, places["ep"].domains, load.dropped_fraction, load.expert_spread)
@@ -320,14 +347,19 @@ def _profile(rs: ResolvedStep) -> list[tuple]:
     hit = _PROFILE.get(key)
     if hit is not None:
         return hit
-    rows, b0, chunk_max = [], [0.0] * plan.pp, [0.0] * plan.vpp
+    rows, b0 = [], [0.0] * plan.pp
+    n = plan.pp * plan.vpp
+    stage_f, stage_b, stage_p2p, members = [0.0] * n, [0.0] * n, [0.0] * n, []
     for specs, ranks in rank_groups(model, plan.pp, plan.vpp):
         costs = [stage_cost(model, hw, plan, inp.seq_len, places, s, load, prefix) for s in specs]
         bwd = [sum(c.backward.values()) for c in costs]
         for c, cost in enumerate(costs):
-            chunk_max[c] = max(chunk_max[c], sum(cost.forward.values()) + bwd[c])
+            for r in ranks:
+                s = c * plan.pp + r
+                stage_f[s], stage_b[s], stage_p2p[s] = sum(cost.forward.values()), bwd[c], cost.p2p_s
         for r in ranks:
             b0[r] = bwd[0]
+        members.append(tuple(ranks))
         parts: dict[str, float] = {}
         for c in costs:
             for d in (c.forward, c.backward):
@@ -337,7 +369,8 @@ def _profile(rs: ResolvedStep) -> list[tuple]:
         rows.append((sum(parts.values()), ranks[0], len(ranks), parts, sum(c.hw_flops for c in costs), p2p)
                     + _tail(inp, specs, places, bwd, [c.busy_s.get("B", {}).get("nic", 0.0) for c in costs]))
     hop = max(r[5] for r in rows)
-    out = _PROFILE[key] = ([r[:6] + (sum(b0[:r[1]]) + r[1] * hop,) + r[6:] for r in rows], sum(chunk_max))
+    out = _PROFILE[key] = ([r[:6] + (sum(b0[:r[1]]) + r[1] * hop,) + r[6:] for r in rows],
+                           (stage_f, stage_b, stage_p2p), members)
     return out
 
 
@@ -345,16 +378,25 @@ def _step(rs: ResolvedStep, convention: str) -> dict:
     """Closed-form step time, breakdown and utilisation of a resolved point."""
     inp, m = rs.inputs, rs.micro_batches
     model, hw, plan = inp.model, inp.hw, inp.plan
-    groups, pace = _profile(rs)
+    groups, stages, members = _profile(rs)
     crit = max(groups, key=lambda g: (g[0], -g[1]))
     t_max = crit[0]
     total_t = sum(g[0] * g[2] for g in groups)
     hops = 2.0 * (plan.pp - 1) * max(g[5] for g in groups)
-    # Interleaving forces every rank through the chunks in lock-step rounds of pp micro-batches, so a
-    # rank also waits for the slowest rank of each chunk; buffering dilutes that as rounds grow.
-    alpha = min(1.0, plan.pp / m) if plan.vpp > 1 else 0.0
-    finish = m * (t_max + alpha * (pace - t_max)) + (total_t - t_max) / plan.vpp + hops
-    step = finish + max(g[7] + g[8] + g[9] - g[6] for g in groups)
+    if plan.vpp > 1:
+        # Interleaving moves every rank through the chunks in lock-step rounds of pp micro-batches:
+        # the finish is the longest path through the schedule's fixed order (no closed form once
+        # chunks differ in cost), and each chunk's DP buckets queue behind its actual last backward.
+        ends, last_b = finish_times(compile_order(plan.pipeline_schedule, plan.pp, plan.vpp, m,
+                                                  paired_fb(model, plan)), *stages)
+        step = 0.0
+        for g, ranks in zip(groups, members):
+            for r in ranks:
+                tr = RankTrace(finish_s=ends[r], last_backward_end_s={c: last_b[c * plan.pp + r] for c in range(plan.vpp)})
+                step = max(step, ends[r] + dp_tail(tr, g[10], plan.overlap_grad_reduce) + g[8] + g[9])
+    else:
+        finish = m * t_max + total_t - t_max + hops
+        step = finish + max(g[7] + g[8] + g[9] - g[6] for g in groups)
     breakdown = named_sum({k: m * v for k, v in crit[3].items()},
                           {"pp_comm": hops, "dp_comm": crit[7] + crit[8], "optimizer": crit[9]},
                           step_s=step, residual="bubble")

@@ -1,7 +1,7 @@
 """Operators and collectives: what one device does for one micro-batch of one layer."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 OpKind = Literal["gemm", "grouped_gemm", "attention", "memory", "vector"]

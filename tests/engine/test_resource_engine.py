@@ -12,7 +12,7 @@ from npusim.cost.topology import Placement, place_group, tiers_of
 from npusim.engine.fabric import Fabric
 from npusim.engine.opgraph import Overlap, build_graph
 from npusim.engine.unit import attribute, run_unit
-from npusim.workload.ops import Comm, Op
+from npusim.workload.ops import Comm
 
 
 def test_fabric_shares_a_link_and_leaves_other_resources_alone():
