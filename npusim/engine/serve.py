@@ -16,73 +16,12 @@ from npusim.engine.opgraph import Overlap, build_graph, ping_pong
 from npusim.engine.pipeline import StageCost, simulate_pipeline
 from npusim.engine.unit import UnitRun, run_unit
 from npusim.engine.unitcost import combine_runs, hidden_of, shrink_spec
-from npusim.engine.serve_setup import comm_view, serving_memory
-from npusim.engine.step import routing_spec
+from npusim.engine.resolved import ResolvedStep, resolve_serving_step
+from npusim.engine.serve_setup import comm_view, resolve_serving_plan, serve_shard, serving_memory
 from npusim.result import Result
 from npusim.workload.layers import ACT_BYTES, elementwise
 from npusim.workload.ops import Comm, Pass
-from npusim.workload.passes import chunk_specs
-from npusim.workload.serving import (WEIGHT_BYTES, ServeShard, expert_slots, kv_bytes, moe_load_factor, serve_head,
-                                     serve_layer, weight_bytes)
-
-
-def resolve_serving_plan(plan, model, devices: int, batch: int, source: str = "--plan"):
-    """Derive dp and check a serving plan; one-line ConfigError on any violation."""
-    def bad(field, value, problem, allowed=""):
-        return ConfigError(source, field, value, problem, allowed)
-
-    if plan.cp != 1:
-        raise bad("cp", plan.cp, "context parallelism is not modelled for serving", "1")
-    mp = plan.tp * plan.pp
-    dp = plan.dp or (devices // mp if devices % mp == 0 else 0)
-    if dp == 0 or mp * dp != devices:
-        raise bad("devices", devices, f"not equal to tp*pp*dp (tp*pp = {mp})", f"a multiple of {mp}")
-    if model.heads % plan.tp:
-        raise bad("tp", plan.tp, f"does not divide heads ({model.heads})", "a divisor of the head count")
-    if batch % dp:
-        raise bad("batch", batch, f"not divisible by the attention data-parallel size dp = {dp}", f"a multiple of {dp}")
-    if model.layers < plan.pp:
-        raise bad("pp", plan.pp, f"more stages than layers ({model.layers})", f"<= {model.layers}")
-    group = plan.tp * dp
-    etp = plan.etp or 1
-    if WEIGHT_BYTES[plan.weight_dtype if plan.weight_dtype != "auto" else "int8"] > WEIGHT_BYTES[plan.precision] and not plan.weight_only:
-        raise bad("weight_dtype", plan.weight_dtype, f"wider than the GEMM precision ({plan.precision})",
-                  "int4, int8 or fp8 with precision=int8/fp8; any with 16-bit precision")
-    if plan.ep_overlap and plan.moe_dispatch != "alltoall":
-        raise bad("ep_overlap", 1, "two-batch overlap hides the all-to-all dispatch", "moe_dispatch=alltoall")
-    if model.is_moe:
-        slots = model.experts + plan.redundant_experts
-        if slots % plan.ep:
-            raise bad("ep", plan.ep, f"does not divide experts + redundant_experts ({model.experts} + "
-                      f"{plan.redundant_experts})", "a divisor, or redundant_experts filling the EP group")
-        if group % (plan.ep * etp):
-            raise bad("ep", plan.ep, f"ep*etp = {plan.ep * etp} does not divide tp*dp = {group}", "ep*etp dividing tp*dp")
-        if model.expert_ffn_hidden % etp:
-            raise bad("etp", etp, f"does not divide expert_ffn_hidden ({model.expert_ffn_hidden})")
-        stp = plan.shared_tp or plan.tp
-        if model.shared_experts and (group % stp or (model.shared_experts * model.expert_ffn_hidden) % stp):
-            raise bad("shared_tp", stp, f"must divide tp*dp ({group}) and the shared width", "a divisor of both")
-    elif plan.ep > 1:
-        raise bad("ep", plan.ep, "a dense model has no experts", "1")
-    return plan.model_copy(update={"dp": dp, "etp": etp})
-
-
-def serve_shard(model, plan, wl, seqs: int) -> ServeShard:
-    """The per-device split of one forward pass of ``seqs`` sequences per attention-DP group, with
-    the busiest EP device's routing load."""
-    q = wl.query_tokens
-    int8 = plan.precision in ("int8", "fp8")
-    sh = ServeShard(seqs=seqs, q_tokens=q, ctx=wl.input_len, prefill=wl.kind == "prefill", tp=plan.tp, dp=plan.dp,
-                    ep=plan.ep, etp=plan.etp, shared_tp=plan.shared_tp, sp=plan.sp,
-                    allgather_moe=plan.moe_dispatch == "allgather", w_bytes=weight_bytes(plan),
-                    kv_bytes=kv_bytes(plan), quantize_activations=int8 and not plan.weight_only,
-                    expert_slots=expert_slots(model.experts, plan.redundant_experts, plan.ep) if model.is_moe else 0,
-                    bidirectional=wl.block_size > 0)
-    if not model.is_moe:
-        return sh
-    routed = sh.instance_tokens if sh.allgather_moe else max(1, -(-sh.tokens // plan.tp)) * plan.ep
-    load = moe_load_factor(routing_spec(plan), model.experts, model.top_k, model.expert_groups, plan.ep, routed)
-    return ServeShard(**{**sh.__dict__, "load_factor": load})
+from npusim.workload.serving import ServeShard, kv_bytes, serve_head, serve_layer
 
 
 def _stage_pass(model, spec, sh: ServeShard, wl) -> Pass:
@@ -109,19 +48,22 @@ def _stage_pass(model, spec, sh: ServeShard, wl) -> Pass:
 def simulate_serving(model, hw, plan, wl, devices: int, *, strict_memory: bool = True,
                      keep_timeline: bool = False) -> Result:
     """Predict a prefill (TTFT) or one decode step (TPOT) of ``wl`` on ``devices`` devices (chips)."""
-    plan = resolve_serving_plan(plan, model, devices, wl.batch)
-    seqs_group = wl.batch // plan.dp
-    mem = serving_memory(model, plan, wl, seqs_group)
+    step = resolve_serving_step(model, hw, plan, wl, devices)
+    return simulate_resolved_serving(step, hw, wl, strict_memory=strict_memory, keep_timeline=keep_timeline)
+
+
+def simulate_resolved_serving(step: ResolvedStep, hw, wl, *, strict_memory: bool = True,
+                              keep_timeline: bool = False) -> Result:
+    """``simulate_serving`` of a step resolved by ``npusim.engine.resolved.resolve_serving_step``
+    (``hw``: the profile itself; the step's inputs hold the view its collectives see)."""
+    model, plan, devices, fw = step.inputs.model, step.plan, step.inputs.devices, step.forward
+    if fw is None:
+        raise ValueError("a training step is simulated by npusim.simulate.simulate, not as serving")
+    mem = serving_memory(model, plan, wl, fw.seqs_per_group)
     if strict_memory:
-        _check_fits(hw, plan, mem, seqs_group, wl)
-    m = max(1, min(plan.pp, seqs_group))
-    seqs = max(1, seqs_group // m)
-    # Two-batch overlap: each stage runs its sequences as two halves whose all-to-all hides behind
-    # the other half's kernels (the halves each read the weights: that is the price).
-    halves = 2 if plan.ep_overlap and model.is_moe and seqs >= 2 else 1
-    sh = serve_shard(model, plan, wl, seqs // halves)
-    chw = comm_view(hw, devices)
-    places = placements(plan, chw)
+        _check_fits(hw, plan, mem, fw.seqs_per_group, wl)
+    m, halves, sh, chw, places = fw.micro_batches, fw.halves, fw.shard, step.inputs.hw, step.places
+    seqs = max(1, fw.seqs_per_group // m)
     gemm_plan = plan.model_copy(update={"precision": "bf16"}) if plan.weight_only else plan
     p2p = Comm("pp_p2p", "pp", "send_recv", "pp", 2, seqs * wl.query_tokens * model.hidden * ACT_BYTES / plan.tp)
     p2p_s = collective_time(p2p, places["pp"], chw) if plan.pp > 1 else 0.0
@@ -129,7 +71,7 @@ def simulate_serving(model, hw, plan, wl, devices: int, *, strict_memory: bool =
                           Overlap(tp=plan.tp_comm_overlap, ep=halves > 1), halves)
     stages: list[StageCost] = []
     hidden: dict[str, float] = {}
-    for spec in chunk_specs(model, plan.pp, 1):
+    for spec in step.specs:
         run = coster.stage(spec)
         fwd = _stage_pass(model, spec, sh, wl)
         flops = sum(o.flops for o in fwd.ops if o.kind in ("gemm", "grouped_gemm", "attention")) * m * halves

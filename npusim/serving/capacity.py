@@ -68,12 +68,22 @@ def candidates(model, hw, plan_for: Callable[[int], object], sizes) -> list[tupl
 
 
 def plan_serving(model, hw, requests: list[Request], window_s: float, slo: Slo, plan_for: Callable[[int], object],
-                 sizes=SIZES, disaggregated: bool = True) -> dict:
+                 sizes=SIZES, disaggregated: bool = True, base: Optional[ServeSpec] = None) -> dict:
     """The cheapest layout (fewest cards; ties: collocated, then fewer chips) meeting ``slo`` on
-    ``requests``, and every layout tried; ConfigError when none does."""
+    ``requests`` over the instance sizes ``sizes``, and every layout tried; ConfigError when none does."""
     cands = candidates(model, hw, plan_for, sizes)
     if not cands:
         raise ConfigError("--plan", "devices", ",".join(map(str, sizes)), "no valid instance size fits the weights")
+    return search_layouts(model, hw, requests, window_s, slo, cands, disaggregated, base)
+
+
+def search_layouts(model, hw, requests: list[Request], window_s: float, slo: Slo, cands: list[tuple[int, object]],
+                   disaggregated: bool = True, base: Optional[ServeSpec] = None) -> dict:
+    """The cheapest layout of the instance candidates ``cands`` ((devices, plan) pairs) meeting
+    ``slo``: {"best": the run's metrics, "tried": every layout run, "step_model_calls"}. ``base``
+    carries the scheduler options (chunk, max batch, drain); its instance counts are replaced.
+    ConfigError when no layout up to MAX_INSTANCES instances per pool meets ``slo``."""
+    base = base or ServeSpec()
     tried: list[dict] = []
     steps: dict = {}
     done: dict = {}
@@ -89,13 +99,21 @@ def plan_serving(model, hw, requests: list[Request], window_s: float, slo: Slo, 
                       "ttft_p99_s": out["ttft_s"]["p99"], "tpot_p99_s": out["tpot_s"]["p99"]})
         return out
 
+    def together(k: int) -> ServeSpec:
+        """``k`` collocated instances with ``base``'s options."""
+        return base.model_copy(update={"instances": k, "prefill_instances": 0, "decode_instances": 0})
+
+    def apart(p: int, d: int) -> ServeSpec:
+        """``p`` prefill and ``d`` decode instances with ``base``'s options."""
+        return base.model_copy(update={"instances": 0, "prefill_instances": p, "decode_instances": d})
+
     best: Optional[dict] = None
     for dec in cands:
-        n = fewest(lambda k: slo.met(run(ServeSpec(instances=k), dec)))
+        n = fewest(lambda k: slo.met(run(together(k), dec)))
         if n is not None:
-            best = _better(best, run(ServeSpec(instances=n), dec), 0)
+            best = _better(best, run(together(n), dec), 0)
     if disaggregated:
-        found = _disaggregated(run, slo, cands)
+        found = _disaggregated(run, apart, slo, cands)
         if found is not None:
             best = _better(best, found, 1)
     if best is None:
@@ -105,22 +123,22 @@ def plan_serving(model, hw, requests: list[Request], window_s: float, slo: Slo, 
     return {"best": best, "tried": tried, "step_model_calls": sum(m.evals for m in steps.values())}
 
 
-def _disaggregated(run, slo: Slo, cands: list) -> Optional[dict]:
+def _disaggregated(run, apart: Callable[[int, int], ServeSpec], slo: Slo, cands: list) -> Optional[dict]:
     """The cheapest prefill + decode pools meeting ``slo``: each instance size's prefill pool sized
     for TTFT beside a generous decode pool and each size's decode pool sized for TPOT beside a
     generous prefill pool; the cheapest of each, then grown together until the pair meets ``slo``."""
     big = MAX_INSTANCES // 8
     ttft_only, tpot_only = Slo(slo.ttft_p99_s, float("inf")), Slo(float("inf"), slo.tpot_p99_s)
     pres = [(n * c[0], n, c) for c in cands
-            if (n := fewest(lambda k: ttft_only.met(run(_disagg(k, big), cands[-1], c)), big)) is not None]
+            if (n := fewest(lambda k: ttft_only.met(run(apart(k, big), cands[-1], c)), big)) is not None]
     decs = [(n * c[0], n, c) for c in cands
-            if (n := fewest(lambda k: tpot_only.met(run(_disagg(big, k), c, cands[-1])), big)) is not None]
+            if (n := fewest(lambda k: tpot_only.met(run(apart(big, k), c, cands[-1])), big)) is not None]
     if not pres or not decs:
         return None
     _, p, pre = min(pres, key=lambda x: (x[0], x[2][0]))
     _, d, dec = min(decs, key=lambda x: (x[0], x[2][0]))
     for _ in range(8):
-        out = run(_disagg(p, d), dec, pre)
+        out = run(apart(p, d), dec, pre)
         if slo.met(out):
             return out
         if out["ttft_s"]["p99"] is None or out["ttft_s"]["p99"] > slo.ttft_p99_s:
@@ -128,11 +146,6 @@ def _disaggregated(run, slo: Slo, cands: list) -> Optional[dict]:
         else:
             d += 1
     return None
-
-
-def _disagg(p: int, d: int) -> ServeSpec:
-    """A disaggregated layout of ``p`` prefill and ``d`` decode instances."""
-    return ServeSpec(instances=0, prefill_instances=p, decode_instances=d)
 
 
 def _layout_text(spec: ServeSpec, dec, pre) -> str:

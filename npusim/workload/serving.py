@@ -15,8 +15,8 @@ import numpy as np
 
 from npusim.workload.layers import ACT_BYTES, active_experts, elementwise, gemm
 from npusim.workload.ops import Comm, Op, Pass
-from npusim.workload.routing import (RoutingSpec, apply_capacity, device_loads, expert_popularity, per_group_counts,
-                                     sample_expert_tokens)
+from npusim.workload.routing import (LoadStats, RoutingSpec, apply_capacity, device_loads, expert_popularity,
+                                     per_group_counts, sample_expert_tokens)
 
 WEIGHT_BYTES = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "bf16": 2.0, "fp16": 2.0}
 """Bytes per stored weight element by dtype."""
@@ -55,21 +55,31 @@ def routed_counts(spec: RoutingSpec, experts: int, top_k: int, groups: int, toke
 
 
 @lru_cache(maxsize=4096)
-def moe_load_factor(spec: RoutingSpec, experts: int, top_k: int, groups: int, ep: int, tokens: int) -> float:
-    """Expected busiest-device / mean routed tokens over an EP group of ``ep`` devices for ``tokens``
-    tokens (seeded samples of ``npusim.workload.routing``). Experts sit contiguously, padded with
-    empty slots up to a multiple of ``ep``; ``spec.redundant_experts`` hot copies go greedily to the
-    least-loaded devices (how EP72 serves 256 experts with 32 redundant ones)."""
+def serving_load(spec: RoutingSpec, experts: int, top_k: int, groups: int, ep: int, tokens: int) -> LoadStats:
+    """Expected routing load of an EP group of ``ep`` devices for one forward of ``tokens`` tokens
+    (seeded samples of ``npusim.workload.routing``): busiest and idlest device over the mean, the
+    dropped fraction and the imbalance score (max - min) / tokens. Experts sit contiguously, padded
+    with empty slots up to a multiple of ``ep``; ``spec.redundant_experts`` hot copies go greedily
+    to the least-loaded devices (how EP72 serves 256 experts with 32 redundant ones)."""
     if ep <= 1 or tokens <= 0:
-        return 1.0
+        return LoadStats(1.0, 1.0, 0.0, 0.0)
     pad = -(-experts // ep) * ep - experts
     rng = np.random.default_rng(spec.seed)
-    ratios = []
+    mx, mn, drop, score = [], [], [], []
     for _ in range(1 if spec.scheme == "balanced" else spec.samples):
-        counts, _ = apply_capacity(routed_counts(spec, experts, top_k, groups, tokens, rng), spec.capacity_factor)
+        counts, d = apply_capacity(routed_counts(spec, experts, top_k, groups, tokens, rng), spec.capacity_factor)
         loads = device_loads(np.concatenate([counts, np.zeros(pad)]), ep, spec.redundant_experts)
-        ratios.append(loads.max() / loads.mean() if loads.mean() > 0 else 1.0)
-    return float(np.mean(ratios))
+        mean = loads.mean()
+        mx.append(loads.max() / mean if mean > 0 else 1.0)
+        mn.append(loads.min() / mean if mean > 0 else 1.0)
+        drop.append(d)
+        score.append((loads.max() - loads.min()) / tokens)
+    return LoadStats(float(np.mean(mx)), float(np.mean(mn)), float(np.mean(drop)), float(np.mean(score)))
+
+
+def moe_load_factor(spec: RoutingSpec, experts: int, top_k: int, groups: int, ep: int, tokens: int) -> float:
+    """Expected busiest-device / mean routed tokens over an EP group (``serving_load``)."""
+    return serving_load(spec, experts, top_k, groups, ep, tokens).max_over_mean
 
 
 @dataclass(frozen=True)

@@ -154,3 +154,37 @@ def test_two_batch_overlap_earns_its_hiding_on_the_engine():
     assert tbo.breakdown_s.get("ep_comm", 0.0) < 0.1 * plain.breakdown_s["ep_comm"]
     assert tbo.extra["hidden_comm_by_part_s"]["ep_comm"] > 0
     assert tbo.breakdown_s["compute"] > plain.breakdown_s["compute"]
+
+
+def test_serving_and_simulate_share_the_resolved_step():
+    """simulate_serving consumes the ResolvedStep that resolve_serving_step builds, the type the
+    training path (resolve_step) builds; the serving step's fields are the serving plan's."""
+    from npusim.config.workload import TrainWorkload
+    from npusim.engine.resolved import ResolvedStep, resolve_serving_step, resolve_step
+    from npusim.engine.serve import simulate_resolved_serving
+
+    model, hw = load_model("pangu-pro-moe-72b"), load_profile("atlas-800i-a2")
+    wl = InferenceWorkload(kind="decode", batch=64, input_len=2048)
+    step = resolve_serving_step(model, hw, make_plan(parse_plan(PRO)), wl, 4)
+    train = resolve_step(model, hw, make_plan(parse_plan("tp=4,ep=4,sp=1")), TrainWorkload(seq_len=4096, global_batch=8), 4)
+    assert type(step) is type(train) is ResolvedStep and train.forward is None
+    assert step.plan.dp == 1 and step.micro_batches == 1 and step.forward.seqs_per_group == 64
+    assert step.facts.name == "forward" and [s.layers for s in step.specs] == [model.layers]
+    assert step.load.max_over_mean == step.forward.shard.load_factor == pytest.approx(1.0)  # MoGE: balanced
+    r = simulate_resolved_serving(step, hw, wl)
+    assert r.to_dict() == run().to_dict()
+    with pytest.raises(ValueError, match="serving step"):
+        step.stage_costs()
+
+
+def test_serving_load_stats_of_an_unbalanced_router():
+    """Plain top-8 of 64 experts (no MoGE groups) spreads unevenly over 4 EP devices: busiest > 1 >
+    idlest, imbalance score > 0, and the shard's load factor is the busiest device's."""
+    from npusim.engine.resolved import resolve_serving_step
+
+    model, hw = load_model("pangu-pro-moe-72b", expert_groups=0), load_profile("atlas-800i-a2")
+    step = resolve_serving_step(model, hw, make_plan(parse_plan(PRO + ",routing=uniform")),
+                                InferenceWorkload(kind="decode", batch=16, input_len=2048), 4)
+    load = step.load
+    assert load.max_over_mean > 1.0 > load.min_over_mean and load.imbalance_score > 0
+    assert step.forward.shard.load_factor == load.max_over_mean

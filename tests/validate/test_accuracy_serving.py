@@ -19,7 +19,8 @@ P002 (batch-1 decode) is set by per-kernel fixed costs: with msModeling's static
 MAPE_CURRENT_PCT = 22.0
 """What this version asserts for the four rows together. Issue 16's target is 20 % with nothing
 fitted to a row: not met yet (21.1 %): P004's accepted MTP tokens per step are not published (0.85
-assumed; the measured TPOT implies about 0.17) and P002 is fixed-cost bound (docs/inference.md)."""
+assumed; the measured TPOT implies about 0.17) and P002 is fixed-cost bound; what the public 910B /
+A3 operator data do and do not explain: docs/serving.md, "Accuracy on the four 800I A2 rows"."""
 
 
 @pytest.fixture(scope="module")
