@@ -11,6 +11,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from npusim.sweep.evaluate import evaluate_fast, evaluate_full
+from npusim.sweep.executors import default_workers
+from npusim.sweep.refine import REFINE_AXES, coarse, coords_of, in_grid, numeric_axes
+from npusim.sweep.run import load
+from npusim.sweep.space import contexts, count_plans, count_points, generate, sample_points, workload_keys
+
 FAST_SAMPLE = 400
 """Points of the fast-tier timing sample (four contiguous blocks spread through the sweep; every
 point of a sweep this small)."""
@@ -32,11 +38,6 @@ def dry_run(spec_path: str | Path, max_points: int | None = None, workers: int |
     """The dry-run report of a spec (see the module docstring); over the limit it says so and stops
     after counting (``over_limit`` true, no estimate). Points are counted, not generated
     (``space.count_points``); what the search stages remove is measured on the timing sample."""
-    from npusim.sweep.evaluate import evaluate_fast, evaluate_full
-    from npusim.sweep.executors import default_workers
-    from npusim.sweep.run import load
-    from npusim.sweep.space import count_points, generate, sample_points
-
     spec, resolved, ctx, variants, profiles = load(spec_path)
     limit = max_points or spec.max_points
     total, pre, plan_axes = count_points(resolved, variants, profiles)
@@ -51,16 +52,31 @@ def dry_run(spec_path: str | Path, max_points: int | None = None, workers: int |
     est, stages = _estimate(ctx, resolved, sample, live_n, total, n_workers, evaluate_fast, evaluate_full)
     scale = live_n / max(1, len(sample))
     removed = {**pre, **{k: round(n * scale) for k, n in stages.items() if k != "fast"}}
-    return {"name": resolved["name"], "points": total, "max_points": limit, "over_limit": False,
-            "axes": axes_of(resolved, variants, profiles, plan_axes), "removed": removed,
-            "sampled": len(sample) < live_n, "sample": len(sample),
-            "to_evaluate": total - sum(removed.values()), "workers": n_workers, "estimate_s": est}
+    out = {"name": resolved["name"], "points": total, "max_points": limit, "over_limit": False,
+           "axes": axes_of(resolved, variants, profiles, plan_axes), "removed": removed,
+           "sampled": len(sample) < live_n, "sample": len(sample),
+           "to_evaluate": total - sum(removed.values()), "workers": n_workers, "estimate_s": est}
+    if spec.search == "refine" and ctx["kind"] == "train":
+        out["refine"] = refine_grid(resolved, ctx, variants, profiles, plan_axes, max(10, resolved["tiers"]["full_top"]))
+    return out
+
+
+def refine_grid(resolved: dict, ctx: dict, variants: list, profiles: dict, plan_axes: dict, k: int) -> dict:
+    """``search: refine``: the points of the coarse grid (``refine.coarse`` over the values every axis
+    takes in the sweep), counted; the rounds after it depend on the scores."""
+    shapes = [v.overrides for v in variants if v.reason is None]
+    model_axes = numeric_axes(shapes, ctx["vary_keys"])
+    values = {a: sorted({m.get(a) for m in shapes}) for a in model_axes}
+    values.update({a: sorted(plan_axes[a]) for a in REFINE_AXES if plan_axes.get(a)})
+    keep = coarse(values)
+    plan_keep = {a: keep[a] for a in REFINE_AXES if a in keep}
+    n = sum(count_plans(resolved["plan"], c, keep_only=plan_keep) for common, _, c in
+            contexts(resolved, variants, profiles) if c is not None and in_grid(coords_of({**common, "plan": {}}, model_axes), keep))
+    return {"k": k, "grid_points": n, "axes": list(values)}
 
 
 def axes_of(resolved: dict, variants: list, profiles: dict, plan_axes: dict) -> dict[str, list]:
     """Input name -> the distinct values the points take (hardware, devices, workload, model, plan)."""
-    from npusim.sweep.space import contexts, workload_keys
-
     ctxs = [common for common, _, _ in contexts(resolved, variants, profiles)]
     out = {"hardware": _values(ctxs, lambda p: p["hardware"]), "devices": _values(ctxs, lambda p: p["devices"])}
     for k in workload_keys(resolved["workload"]):
@@ -121,6 +137,11 @@ def format_dry_run(d: dict) -> str:
     sampled = f" (search stages estimated from {d['sample']:,} sampled points)" if d["sampled"] else ""
     lines.append(f"cheap checks and the search remove {sum(d['removed'].values()):,}: {removed}{sampled}; "
                  f"{d['to_evaluate']:,} left for the fast tier")
+    if "refine" in d:
+        r = d["refine"]
+        lines.append(f"search refine: coarse grid of {r['grid_points']:,} points over {', '.join(r['axes'])} "
+                     f"(every other value and the last), then rounds of the neighbours of the best {r['k']} until "
+                     "the top holds (their size depends on the scores; the estimate below times every point)")
     e = d["estimate_s"]
     lines.append(f"estimated time with {d['workers']} workers: {e['total_s']:.1f} to {e.get('total_high_s', e['total_s']):.1f} s "
                  f"(fast tier {e['fast_s']:.1f} s with its memos warm to {e.get('fast_high_s', e['fast_s']):.1f} s "

@@ -26,8 +26,9 @@ class SerialExecutor:
 
     name = "serial"
 
-    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]]) -> Iterator[tuple[int, list]]:
-        """Yield (batch number, rows) in order."""
+    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]],
+            group: Callable | None = None) -> Iterator[tuple[int, list]]:
+        """Yield (batch number, rows) in order (``group`` changes nothing in one process)."""
         for n, batch in batches:
             yield n, fn(ctx, batch)
 
@@ -36,45 +37,102 @@ class SerialExecutor:
 
 
 class LocalExecutor:
-    """A ``concurrent.futures`` process pool of ``workers`` processes."""
+    """``workers`` worker processes (a one-process ``concurrent.futures`` pool each), so that batches of
+    one group (e.g. one model shape) go to the same process and find its memos warm."""
 
     name = "local"
+    WINDOW = 2
+    """Batches queued per worker (one running, one waiting)."""
 
     def __init__(self, workers: int):
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = workers
-        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=worker_init, initargs=(os.getpid(),))
+        self.pools = [ProcessPoolExecutor(max_workers=1, initializer=worker_init, initargs=(os.getpid(),))
+                      for _ in range(workers)]
 
-    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]]) -> Iterator[tuple[int, list]]:
-        """Submit a bounded window of batches and yield each as it completes."""
+    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]],
+            group: Callable | None = None) -> Iterator[tuple[int, list]]:
+        """Yield (batch number, rows) as batches complete. Consecutive batches of one ``group(batch)``
+        form a run that one worker takes whole; a worker with no run left takes the last batch queued
+        for the busiest other worker."""
+        from collections import deque
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        def finished(running):
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            return [(f, f.result()) for f in sorted(done, key=lambda f: running[f])]
+        runs = group_runs(batches, group)
+        queued: list[deque] = [deque() for _ in self.pools]
+        running: dict = {}
+        load = [0] * len(self.pools)
 
-        yield from _windowed(lambda batch: self.pool.submit(_guarded, fn, ctx, batch), finished, batches,
-                             2 * self.workers)
+        def take(w: int):
+            if not queued[w] and runs:
+                queued[w] = runs.popleft()
+            if queued[w]:
+                return queued[w].popleft()
+            busiest = max(range(len(queued)), key=lambda i: len(queued[i]))
+            return queued[busiest].pop() if queued[busiest] else None
+
+        def top_up() -> None:
+            """One batch to each worker with room, in turn, until none has room or none is left."""
+            more = True
+            while more:
+                more = False
+                for w, pool in enumerate(self.pools):
+                    item = take(w) if load[w] < self.WINDOW else None
+                    if item is not None:
+                        running[pool.submit(_guarded, fn, ctx, item[1])] = (item[0], w)
+                        load[w] += 1
+                        more = True
+
+        top_up()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in sorted(done, key=lambda f: running[f][0]):
+                n, w = running.pop(f)
+                load[w] -= 1
+                yield n, f.result()
+            top_up()
 
     def close(self, abort: bool = False) -> None:
-        """Shut the pool down: let running batches finish, or with ``abort`` (an interrupted sweep) cancel
-        the queue and stop the workers at once."""
-        if not abort:
-            self.pool.shutdown(cancel_futures=True)
-            return
-        procs = list((getattr(self.pool, "_processes", None) or {}).values())
-        manager = getattr(self.pool, "_executor_manager_thread", None)  # shutdown() forgets it
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        for p in procs:  # SIGTERM: worker_init's handler exits at once, or just after sending a result
-            try:
-                p.terminate()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        for p in procs:
-            p.join(timeout=5)
-        if manager is not None:
-            manager.join(timeout=10)
+        """Shut the workers down: let running batches finish, or with ``abort`` (an interrupted sweep)
+        cancel the queues and stop the workers at once."""
+        for pool in self.pools:
+            _close_pool(pool, abort)
+
+
+def group_runs(batches: Iterable[tuple[int, list]], group: Callable | None):
+    """The batches as a deque of runs (deques of consecutive batches of one group; without ``group``
+    every batch is a run of its own)."""
+    from collections import deque
+
+    runs: deque = deque()
+    last = object()
+    for item in batches:
+        key = group(item[1]) if group is not None else object()
+        if not runs or key != last:
+            runs.append(deque())
+        runs[-1].append(item)
+        last = key
+    return runs
+
+
+def _close_pool(pool, abort: bool) -> None:
+    """Shut one process pool down (``LocalExecutor.close``)."""
+    if not abort:
+        pool.shutdown(cancel_futures=True)
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() forgets it
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:  # SIGTERM: worker_init's handler exits at once, or just after sending a result
+        try:
+            p.terminate()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    for p in procs:
+        p.join(timeout=5)
+    if manager is not None:
+        manager.join(timeout=10)
 
 
 RAY_TASK_RETRIES = 3
@@ -104,8 +162,10 @@ class RayExecutor:
         # A task whose worker process dies (OOM kill, node loss) is resubmitted by Ray.
         self._remote = ray.remote(max_retries=RAY_TASK_RETRIES)(_call)
 
-    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]]) -> Iterator[tuple[int, list]]:
-        """Keep about two tasks per CPU in flight; yield each batch as it finishes."""
+    def map(self, fn: Callable, ctx: dict, batches: Iterable[tuple[int, list]],
+            group: Callable | None = None) -> Iterator[tuple[int, list]]:
+        """Keep about two tasks per CPU in flight; yield each batch as it finishes (Ray places tasks
+        itself: ``group`` is not used)."""
         ray = self.ray
         ctx_ref = ray.put(ctx)
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from npusim.config.plan import ParallelPlan, resolve_plan
 from npusim.config.schedules import names
-from npusim.cost.algorithms import collective_plan
-from npusim.cost.collectives import collective_time, placements
+from npusim.cost.algorithms import collective_plan, stages_time
+from npusim.cost.collectives import placements
 from npusim.cost.compute import matrix_dtype
 from npusim.cost.memory import activation_bytes_per_layer, chunk_params, state_bytes
 from npusim.cost.passes import named_sum
@@ -233,11 +233,14 @@ def _buckets(inp: StepInputs, spec, places) -> tuple[dict[str, float], dict[str,
             if got is None:
                 streams: dict[str, float] = {}
                 wire: dict[str, float] = {}
+                launch_s = inp.hw.derating.collective_launch_us * 1e-6
                 for c in dp_comms(inp, sp, "b", red, True):
-                    streams[c.group] = streams.get(c.group, 0.0) + collective_time(c, places[c.group], inp.hw)
                     if places[c.group].size <= 1 or c.bytes <= 0:
                         continue
-                    for stage in collective_plan(c, places[c.group], inp.hw)[1]:
+                    stages = collective_plan(c, places[c.group], inp.hw)[1]
+                    # ``collective_time``: launch plus the stages alone
+                    streams[c.group] = streams.get(c.group, 0.0) + launch_s + stages_time(stages)
+                    for stage in stages:
                         for ph in stage:
                             if ph.bytes > 0:
                                 for tier in (ph.tier, "spine") if ph.cross_leaf else (ph.tier,):

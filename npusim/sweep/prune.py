@@ -31,18 +31,20 @@ batches are cut at block boundaries, so a worker always sees a whole block.
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from npusim.config.plan import ParallelPlan
 from npusim.cost.memory import state_bytes
 from npusim.sweep.fast import PARAM_READS, params_of, places_of, rank_groups
 from npusim.sweep.memo import Reads, table, value_key
 
-STAGES = ("generation", "divisibility", "memory_bound", "memory", "dominated", "fast", "revisited")
+STAGES = ("generation", "divisibility", "memory_bound", "memory", "dominated", "refine", "fast", "revisited")
 """Where a point stopped, in search order (the ``stage`` column; counted in the summary)."""
 STAGE_WHAT = {"generation": "shapes invalid or outside the budget", "divisibility": "plans resolve_plan rejects",
               "memory_bound": "weights, gradients and optimizer state alone over the memory limit",
               "memory": "exact peak memory over the limit",
-              "dominated": "a lighter recompute policy or ZeRO-1 of the same plan fits"}
+              "dominated": "a lighter recompute policy or ZeRO-1 of the same plan fits",
+              "refine": "not in the coarse grid nor next to the best (search: refine)"}
 """What each removing stage removes (summary and --dry-run)."""
 REVISIT_FACTOR = 2
 """The dominated siblings of the families in the best REVISIT_FACTOR x k rows are timed afterwards."""
@@ -62,12 +64,12 @@ STATE_READS = PARAM_READS + Reads(ParallelPlan, "pp vpp zero precision master_we
 """``state_GB`` besides the DP shard sizes (``state_bytes``, ``chunk_params``, ``rank_groups``)."""
 
 
-def _plain(v):
+def hashable(v):
     """A plan value as a hashable key part (lists, e.g. listed module tuples, by their repr)."""
     return v if isinstance(v, (int, float, str, type(None))) else repr(v)
 
 
-def _context(p: dict) -> tuple:
+def context_key(p: dict) -> tuple:
     """Hardware, devices, workload and model shape of a point as a key part (the shape's canonical
     JSON, computed once per shape dict)."""
     m = p["model"]
@@ -79,13 +81,13 @@ def _context(p: dict) -> tuple:
 
 def block_key(p: dict) -> tuple:
     """What the points of one block share: everything but the axes that vary inside a block."""
-    return _context(p) + tuple(sorted((k, _plain(v)) for k, v in p["plan"].items() if k not in BLOCK_FREE))
+    return context_key(p) + tuple(sorted((k, hashable(v)) for k, v in p["plan"].items() if k not in BLOCK_FREE))
 
 
 def family_key(p: dict) -> tuple:
     """What the variants of one plan that may dominate each other share: everything but the recompute
     policy and (when it is 0 or 1) the ZeRO stage."""
-    return _context(p) + tuple(sorted((k, _plain(v)) for k, v in p["plan"].items()
+    return context_key(p) + tuple(sorted((k, hashable(v)) for k, v in p["plan"].items()
                                       if k != "recompute" and not (k == "zero" and v in ZERO_ORDER)))
 
 
@@ -126,15 +128,18 @@ def state_GB(model, hw, plan) -> float:
 
 
 def cut_batches(points: list[dict], size: int) -> list[tuple[int, list[dict]]]:
-    """(batch number, points) pairs of about ``size`` points, never splitting a block."""
+    """(batch number, points) pairs of about ``size`` points, never splitting a block (keys are only
+    compared where a batch is full)."""
     out: list[tuple[int, list[dict]]] = []
     cur: list[dict] = []
     last = None
     for p in points:
-        key = block_key(p)
-        if len(cur) >= size and key != last:
-            out.append((len(out), cur))
-            cur = []
+        key = None
+        if len(cur) >= size:
+            key = block_key(p)
+            if key != (last if last is not None else block_key(cur[-1])):
+                out.append((len(out), cur))
+                cur = []
         cur.append(p)
         last = key
     if cur:
@@ -144,25 +149,39 @@ def cut_batches(points: list[dict], size: int) -> list[tuple[int, list[dict]]]:
 
 def stage_counts(stages) -> list[dict]:
     """Points removed per stage (``stages``: each point's stage), in search order, then those timed."""
-    n: dict[str, int] = {}
-    for s in stages:
-        n[s] = n.get(s, 0) + 1
-    out = [{"stage": k, "removed": n.get(k, 0), "what": STAGE_WHAT[k]} for k in STAGES if k in STAGE_WHAT]
+    n = {k: int(v) for k, v in (stages.value_counts() if hasattr(stages, "value_counts") else Counter(stages)).items()}
+    out = [{"stage": k, "removed": n.get(k, 0), "what": STAGE_WHAT[k]} for k in STAGES
+           if k in STAGE_WHAT and (k != "refine" or n.get(k))]
     return out + [{"stage": "fast", "timed": n.get("fast", 0), "what": "timed by the fast tier"},
                   {"stage": "revisited", "timed": n.get("revisited", 0),
                    "what": "dominated siblings of the leaders, timed afterwards"}]
 
 
-def revisit(fast: dict[str, dict], points: list[dict], k: int) -> list[dict]:
-    """The dominated points whose plan family has a member among the ``k`` best feasible rows of
-    ``fast`` (rows by id) timed by the first pass (stage ``fast``: rows revisited before, e.g.
-    by a sweep that is being resumed, do not count): what must be timed for the top ``k`` to equal
-    exhaustive search's."""
-    ok = [r for r in fast.values() if r["status"] == "ok" and r.get("score") is not None and r.get("stage") == "fast"]
-    ok.sort(key=lambda r: (-r["score"], r["id"]))
-    best = {r["id"] for r in ok[:k]}
-    if not best:
-        return []
-    by_id = {p["id"]: p for p in points if p["id"] in best}
-    fams = {family_key(p) for p in by_id.values()}
-    return [p for p in points if fast.get(p["id"], {}).get("stage") == "dominated" and family_key(p) in fams]
+def revisit(fast, points: list[dict], k: int) -> list[dict]:
+    """The dominated points whose plan family has a member among the ``k`` best feasible rows timed by
+    the first pass (stage ``fast``: rows revisited before, e.g. by a sweep that is being resumed, do
+    not count): what must be timed for the top ``k`` to equal exhaustive search's. ``fast`` is an
+    Arrow table of the fast tier's rows lined up with ``points`` (row i is point i's; columns
+    ``id``, ``status``, ``stage``, ``score``)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    def where(mask) -> np.ndarray:
+        return np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
+
+    stage = fast.column("stage")
+    ok = where(pc.and_(pc.and_(pc.equal(fast.column("status"), "ok"), pc.equal(stage, "fast")),
+                       pc.is_valid(fast.column("score"))))
+    scores = fast.column("score").take(ok).to_pylist()
+    ids = fast.column("id").take(ok).to_pylist()
+    best = sorted(zip(scores, ids, ok.tolist()), key=lambda t: (-t[0], t[1]))[:k]
+    fams = {family_key(points[i]) for _, _, i in best}
+    near = {_near(points[i]) for _, _, i in best}
+    return [points[i] for i in where(pc.equal(stage, "dominated")).tolist()
+            if _near(points[i]) in near and family_key(points[i]) in fams]
+
+
+def _near(p: dict) -> tuple:
+    """A cheap part of a point's family key (its context and a few plan axes): a first test."""
+    plan = p["plan"]
+    return context_key(p) + (plan.get("pp"), plan.get("vpp"), plan.get("ep"), plan.get("micro_batch"))

@@ -150,6 +150,9 @@ def _top(ranked, vary: list[str], n: int = 10, options: list[str] | None = None)
             out[-1].update({k: _num(r[pre + k]) for k in ("batch", "tpot_s", "ttft_s", "tokens_per_s_per_device",
                                                           "tokens_per_s_per_card")})
             out[-1].update({k: r[pre + k] for k in ("kv_dtype", "bound")})
+        if "cards" in r:
+            out[-1].update({"cards": _num(r[pre + "cards"]), "layout": r[pre + "layout"],
+                            "slo_attainment": _num(r[pre + "slo_attainment"])})
     return out
 
 
@@ -189,6 +192,7 @@ def summarize(resolved: dict, frame, ranked, timing: dict) -> dict:
                           if len(ranked) else None),
         "error_source": SOURCE,
         **({"stages": timing["stages"]} if timing.get("stages") else {}),
+        **({"refine": timing["refine"]} if timing.get("refine") else {}),
     }
 
 
@@ -215,6 +219,11 @@ def format_summary(s: dict) -> str:
     for st in s.get("stages", []):
         done = f"timed {st['timed']:,}" if "timed" in st else f"removed {st['removed']:,}"
         lines.append(f"  stage {st['stage']}: {done} points ({st['what']})")
+    if s.get("refine"):
+        r = s["refine"]
+        lines.append(f"  search refine: coarse grid {r['grid']:,} points, then {len(r['rounds'])} rounds of the "
+                     f"neighbours of the best {r['k']} ({', '.join(f'{n:,}' for n in r['rounds']) or 'none'}); "
+                     f"{r['timed']:,} points chosen, {r['skipped']:,} never timed")
     if s["top"]:
         lo, hi = s["best_interval"]
         lines.append(f"  winner's score interval [{lo:.4g}, {hi:.4g}] from npusim's measured error "
@@ -226,7 +235,11 @@ def format_summary(s: dict) -> str:
         tie = " =" if t.get("tie_with_best") else ""
         head = f"  {t['rank']:>2}{tie} [{t['tier']}, fast #{t['fast_rank']}] {t['hardware']} x{t['devices']}" + \
             f"{' ' + model if model else ''} | {t['plan']} | "
-        if "batch" in t:
+        if "cards" in t:
+            lines.append(head + f"{t['cards']:g} cards: {t['layout']}, p99 TTFT {1e3 * t['ttft_s']:.0f} ms TPOT "
+                         f"{1e3 * t['tpot_s']:.1f} ms, {t['tokens_per_s_per_card']:,.0f} tok/s/card, SLO met "
+                         f"{100 * t['slo_attainment']:.0f} %{cost}")
+        elif "batch" in t:
             lat = f"TPOT {1e3 * t['tpot_s']:.1f} ms" if t.get("tpot_s") else f"TTFT {1e3 * t['ttft_s']:.1f} ms"
             lines.append(head + f"batch {t['batch']:.0f} ({t['bound']}) {lat} {t['tokens_per_s_per_device']:,.0f} "
                          f"tok/s/device {t['tokens_per_s_per_card']:,.0f} tok/s/card KV {t['kv_dtype']} "
@@ -235,5 +248,6 @@ def format_summary(s: dict) -> str:
             lines.append(head + f"MFU {100 * t['mfu']:.1f} % {t['tokens_per_s']:,.0f} tok/s "
                          f"step {t['step_time_s']:.3f} s mem {t['peak_memory_GB']:.1f} GB{cost}")
         bd = ", ".join(f"{k} {v:.3f}" for k, v in t["breakdown_s"].items() if v)
-        lines.append(f"       breakdown s: {bd}")
+        if bd:
+            lines.append(f"       breakdown s: {bd}")
     return "\n".join(lines)

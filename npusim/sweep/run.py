@@ -7,10 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from npusim.sweep.evaluate import PLAN_COLS, evaluate_fast, evaluate_full, metric_cols
-from npusim.sweep.prune import REVISIT_FACTOR, cut_batches, revisit, stage_counts
+from npusim.sweep.evaluate import PLAN_COLS, evaluate_fast, evaluate_full, metric_cols, params_B, point_model
+from npusim.sweep.prune import REVISIT_FACTOR, context_key, cut_batches, revisit, stage_counts
+from npusim.sweep.refine import search as refine_search, skipped_row, timed_rows
 from npusim.sweep.serving import SERVE_PLAN_COLS, WL_COLS, serving_columns
-from npusim.sweep.store import ChunkStore, check_resume, locked, write_spec, write_summary, write_tables
+from npusim.sweep.store import (ChunkStore, align, check_resume, column, locked, rows_table, write_spec,
+                                write_summary, write_tables)
 
 
 def prepare(spec_path: str | Path, max_points: int | None = None) -> tuple[dict, dict, list, list]:
@@ -57,7 +59,7 @@ def load(spec_path: str | Path) -> tuple:
            "kind": kind, "memory_limit_frac": 1.0 - obj["memory_headroom"],
            "vary_keys": list(spec.model.vary) + list(spec.model.derive),
            "wl_cols": ["seq_len", "global_batch"] if kind == "train" else list(WL_COLS),
-           "max_batch": getattr(spec.workload, "max_batch", None),
+           "max_batch": getattr(spec.workload, "max_batch", None), "workload": resolved["workload"],
            "option_keys": [k for k in resolved["plan"] if k != "auto" and k not in plan_cols],
            "error_frac": {n: {k: error_fraction(n, p.chip.name, k) for k in ("dense", "moe", "serving")}
                           for n, p in profiles.items()},
@@ -103,15 +105,20 @@ class Progress:
 
             self.bar = tqdm(total=total, desc=label, unit="pt", file=self.stream, leave=False)
 
-    def update(self, rows: list[dict]) -> None:
-        """Count a finished batch (and its best score)."""
-        self.done += len(rows)
-        for r in rows:
-            sc = r.get("score", r.get("full_score"))
-            if sc is not None and r.get("status", r.get("full_status")) == "ok" and (self.best is None or sc > self.best):
-                self.best = sc
+    def update(self, rows) -> None:
+        """Count a finished batch (an Arrow table of rows, ``rows_table``) and its best score."""
+        import pyarrow.compute as pc
+
+        names = rows.column_names
+        score, status = ("score", "status") if "score" in names or "status" in names else ("full_score", "full_status")
+        self.done += rows.num_rows
+        if score in names and status in names:
+            ok = pc.fill_null(pc.equal(rows.column(status), "ok"), False)
+            best = pc.max(rows.column(score).filter(ok)).as_py()
+            if best is not None and (self.best is None or best > self.best):
+                self.best = best
         if self.bar is not None:
-            self.bar.update(len(rows))
+            self.bar.update(rows.num_rows)
             return
         now = self.clock()
         if self.every and now - self.last >= self.every:
@@ -133,21 +140,37 @@ class Progress:
             self.bar.close()
 
 
+def fast_batch(ctx: dict, points: list[dict]):
+    """The fast tier's rows of a batch as an Arrow table (built in the worker: the parent only writes
+    and stacks tables)."""
+    return rows_table(evaluate_fast(ctx, points))
+
+
+def full_batch(ctx: dict, points: list[dict]):
+    """The full tier's rows of a batch as an Arrow table."""
+    return rows_table(evaluate_full(ctx, points))
+
+
+def _shape_of(batch: list[dict]) -> tuple:
+    """What a batch's memos depend on most: hardware, devices, workload and model shape of its first point."""
+    return context_key(batch[0])
+
+
 def _run_tier(executor, fn, ctx: dict, store: ChunkStore, pending: list[dict], size: int, label: str,
-              every: float | None = PROGRESS_EVERY_S) -> tuple[dict, float]:
-    """Evaluate ``pending`` in batches, writing each finished batch; return (rows by id, wall seconds)."""
+              every: float | None = PROGRESS_EVERY_S) -> tuple[list, float]:
+    """Evaluate ``pending`` in batches, writing each finished batch; return (the batches' Arrow tables,
+    wall seconds)."""
     t0 = time.perf_counter()
-    rows: dict[str, dict] = {}
+    tables: list = []
     bar = Progress(len(pending), label, every, ctx["objective"]["metric"])
     try:
-        for _, batch_rows in executor.map(fn, ctx, _batches(pending, size, ctx.get("kind", "train"))):
-            store.write(batch_rows)
-            for r in batch_rows:
-                rows[r["id"]] = r
-            bar.update(batch_rows)
+        for _, table in executor.map(fn, ctx, _batches(pending, size, ctx.get("kind", "train")), group=_shape_of):
+            store.write(table)
+            tables.append(table)
+            bar.update(table)
     finally:
         bar.close()
-    return rows, time.perf_counter() - t0
+    return tables, time.perf_counter() - t0
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", workers: int | None = None,
@@ -170,62 +193,137 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", w
 
 def _run_locked(out: Path, resolved: dict, ctx: dict, points: list, executor: str, workers: int | None,
                 address: str | None, resume: bool, t_start: float) -> dict:
-    """The body of run_sweep, with ``out`` locked."""
+    """The body of run_sweep, with ``out`` locked. The tiers' rows stay Arrow tables (one per batch,
+    stored rows first; for a point stored twice the later row wins), lined up with ``points`` by id."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from npusim.sweep.executors import make_executor
     from npusim.sweep.report import rank, shapes, summarize
 
     check_resume(out, resolved, resume)
     write_spec(out, resolved)
-    ids = {p["id"] for p in points}
+    ids = pa.array([p["id"] for p in points], pa.string())
     size = resolved["tiers"]["batch_size"]
     fast_store, full_store = ChunkStore(out, "fast"), ChunkStore(out, "full")
-    fast_old = {k: v for k, v in fast_store.read().items() if k in ids}
-    pending = [p for p in points if p["id"] not in fast_old]
-    ex, finished = None, False
+    refining = ctx["search"] == "refine" and ctx["kind"] == "train"
+    fast_old = [timed_rows(t) for t in fast_store.tables()] if refining else fast_store.tables()
+    done = _stored_ids(fast_old, ids)
+    pending = [p for p in points if p["id"] not in done]
+    fast_names = [c for c in columns(ctx) if not c.startswith("full_")]
+    ex, finished, refined = None, False, None
     try:
-        fast_new, fast_s, full_new, full_s = {}, 0.0, {}, 0.0
+        fast_new, fast_s, full_new, full_s = [], 0.0, [], 0.0
         k = max(10, resolved["tiers"]["full_top"])
-        if pending:
+        if refining:
+            def pool():
+                nonlocal ex
+                ex = ex or make_executor(executor, workers, address)
+                return ex
+            fast_new, fast_s, refined = _refine(pool, ctx, fast_store, points, fast_old, done, size, k)
+        elif pending:
             ex = make_executor(executor, workers, address)
-            fast_new, fast_s = _run_tier(ex, evaluate_fast, ctx, fast_store, pending, size, "fast tier",
+            fast_new, fast_s = _run_tier(ex, fast_batch, ctx, fast_store, pending, size, "fast tier",
                                          ctx.get("progress_every"))
-        fast = {**fast_old, **fast_new}
+        skipped = [refined.pop("rows")] if refined else []
+        fast, found = align(fast_old + fast_new + [t for t in skipped if t is not None], fast_names, ids)
         again = revisit(fast, points, REVISIT_FACTOR * k) if ctx["kind"] == "train" else []
         if again:  # the dominated siblings of the leaders: the top k then equals exhaustive search's
             ex = ex or make_executor(executor, workers, address)
-            more, more_s = _run_tier(ex, evaluate_fast, {**ctx, "search": "exhaustive", "timed_stage": "revisited"}, fast_store, again, size,
+            more, more_s = _run_tier(ex, fast_batch, {**ctx, "search": "exhaustive", "timed_stage": "revisited"}, fast_store, again, size,
                                      "fast tier (dominated siblings of the leaders)", ctx.get("progress_every"))
-            fast_new, fast_s = {**fast_new, **more}, fast_s + more_s
-            fast = {**fast_old, **fast_new}
-        top = _full_candidates(fast, resolved["tiers"]["full_top"], resolved["tiers"]["full_per_model"],
-                               ctx["vary_keys"], ctx["wl_cols"])
-        full_old = {k: v for k, v in full_store.read().items() if k in top}
+            fast_new, fast_s = fast_new + more, fast_s + more_s
+            fast, found = align([fast] + more, fast_names, ids)
+        best = _full_candidates(fast, resolved["tiers"]["full_top"], resolved["tiers"]["full_per_model"],
+                                ctx["vary_keys"], ctx["wl_cols"], ctx["kind"])
+        top = pa.array(list(best), pa.string())
+        full_old = [t.filter(pc.is_in(t.column("id"), value_set=top)) for t in full_store.tables()]
+        full_done = _stored_ids(full_old, top)
         by_id = {p["id"]: p for p in points}
-        pending_full = [_for_full(by_id[i], fast[i], ctx) for i in top if i not in full_old]
+        pending_full = [_for_full(by_id[i], best[i], ctx) for i in best if i not in full_done]
         if pending_full:
             ex = ex or make_executor(executor, workers, address)
-            full_new, full_s = _run_tier(ex, evaluate_full, ctx, full_store, pending_full,
+            full_new, full_s = _run_tier(ex, full_batch, ctx, full_store, pending_full,
                                          max(1, min(size, 8)), "full tier", ctx.get("progress_every"))
-        full = {**full_old, **full_new}
         finished = True
     finally:
         if ex is not None:
             ex.close(abort=not finished)  # interrupted: stop the workers now, keep the chunks written
-    frame = to_frame(points, fast, full, ctx)
+    frame = to_frame(points, _found(fast, found, points), full_old + full_new, ctx)
     ranked = rank(frame)
     tokens = (resolved["model"].get("constraints") or {}).get("tokens")
     write_tables(out, frame, ranked, shapes(ranked, ctx["vary_keys"], ctx["wl_cols"], tokens))
     fast_store.compact()  # results.parquet now holds every row: the chunks would only duplicate it
     full_store.compact()
-    timing = {"fast_new": len(fast_new), "fast_reused": len(fast_old), "fast_s": fast_s,
-              "full_new": len(full_new), "full_reused": len(full_old), "full_s": full_s,
+    timing = {"fast_new": _distinct_ids(fast_new), "fast_reused": len(done), "fast_s": fast_s,
+              "full_new": sum(t.num_rows for t in full_new), "full_reused": len(full_done), "full_s": full_s,
               "wall_s": time.perf_counter() - t_start, "executor": getattr(ex, "name", executor),
               "workers": getattr(ex, "workers", 1)}
     if ctx["kind"] == "train":
         timing["stages"] = stage_counts(frame["stage"].fillna("fast"))
+    if refined:
+        timing["refine"] = refined
     summary = summarize(resolved, frame, ranked, timing)
     write_summary(out, summary)
     return summary
+
+
+def _refine(pool, ctx: dict, store: ChunkStore, points: list[dict], old: list, done: set, size: int,
+            k: int) -> tuple[list, float, dict]:
+    """``search: refine`` (``refine.search``), timing each round's points not stored yet; return (the
+    timed batches' tables, seconds, {k, grid, rounds, timed, skipped, rows: the table of the points
+    never timed})."""
+    secs = [0.0]
+
+    def evaluate(todo: list[dict], label: str) -> list:
+        pending = [p for p in todo if p["id"] not in done]
+        if not pending:
+            return []
+        tables, s = _run_tier(pool(), fast_batch, ctx, store, pending, size, label, ctx.get("progress_every"))
+        secs[0] += s
+        return tables
+
+    new, info, never = refine_search(points, ctx["vary_keys"], k, old, evaluate)
+    sizes: dict[int, tuple] = {}
+    for p in never:
+        if id(p["model"]) not in sizes:
+            sizes[id(p["model"])] = params_B(point_model(ctx, p["model"]))
+    rows = [skipped_row(p, ctx["vary_keys"], PLAN_COLS, sizes) for p in never]
+    return new, secs[0], {**info, "rows": rows_table(rows) if rows else None}
+
+
+def _stored_ids(tables: list, ids) -> set[str]:
+    """The ids of ``ids`` (an Arrow string array) that rows of ``tables`` hold."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not tables:
+        return set()
+    held = pa.chunked_array([t.column("id") for t in tables], pa.string())
+    return set(held.filter(pc.is_in(held, value_set=ids)).to_pylist())
+
+
+def _distinct_ids(tables: list) -> int:
+    """How many distinct ids the rows of ``tables`` hold."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.count_distinct(pa.chunked_array([t.column("id") for t in tables], pa.string())).as_py() if tables else 0
+
+
+def _found(fast, found, points: list[dict]):
+    """The fast tier's table lined up with ``points`` (``align``), a point without a row given an
+    ``error`` row (reason ``missing``)."""
+    if found.all():
+        return fast
+    fill = {"id": lambda p: p["id"], "index": lambda p: p["index"], "status": lambda p: "error",
+            "reason": lambda p: "missing", "message": lambda p: "no result"}
+    for name, value in fill.items():
+        vals = fast.column(name).to_pylist()
+        for n in (~found).nonzero()[0]:
+            vals[n] = value(points[n])
+        fast = fast.set_column(fast.column_names.index(name), name, column(vals))
+    return fast
 
 
 def _for_full(p: dict, row: dict, ctx: dict) -> dict:
@@ -235,22 +333,28 @@ def _for_full(p: dict, row: dict, ctx: dict) -> dict:
     return {**p, "found": {k: row[k] for k in ("batch", "kv_dtype", "bound")}}
 
 
-def _full_candidates(fast: dict[str, dict], n: int, per_model: int = 0, vary: list | None = None,
-                     wl_cols: list | None = None) -> list[str]:
-    """Ids of the ``n`` best feasible fast-tier points (score descending, id ascending on ties), then
-    the best ``per_model`` of every model variant x hardware x devices x workload not already in."""
-    ok = [r for r in fast.values() if r["status"] == "ok" and r.get("score") is not None]
-    ok.sort(key=lambda r: (-r["score"], r["id"]))
-    out = [r["id"] for r in ok[:n]]
+def _full_candidates(fast, n: int, per_model: int = 0, vary: list | None = None,
+                     wl_cols: list | None = None, kind: str = "train") -> dict[str, dict]:
+    """The ``n`` best feasible points of the fast tier's table (score descending, id ascending on
+    ties), then the best ``per_model`` of every model variant x hardware x devices x workload not
+    already in: their rows (the columns that choose them, and a serving point's batch) by id."""
+    import pyarrow.compute as pc
+
+    wl_cols = wl_cols or ["seq_len", "global_batch"]
+    keep = ["id", "score", "hardware", "devices", *wl_cols, *[f"model_{k}" for k in vary or []]]
+    keep += [] if kind == "train" else ["batch", "kv_dtype", "bound"]
+    ok = pc.fill_null(pc.and_(pc.equal(fast.column("status"), "ok"), pc.is_valid(fast.column("score"))), False)
+    rows = fast.select([c for c in dict.fromkeys(keep) if c in fast.column_names]).filter(ok).to_pylist()
+    rows.sort(key=lambda r: (-r["score"], r["id"]))
+    out = {r["id"]: r for r in rows[:n]}
     if per_model:
-        chosen, seen = set(out), {}
-        for r in ok:
-            key = (r["hardware"], r["devices"], tuple(r.get(k) for k in wl_cols or ["seq_len", "global_batch"]),
+        seen: dict = {}
+        for r in rows:
+            key = (r["hardware"], r["devices"], tuple(r.get(k) for k in wl_cols),
                    tuple(r.get(f"model_{k}") for k in vary or []))
             seen[key] = seen.get(key, 0) + 1
-            if seen[key] <= per_model and r["id"] not in chosen:
-                out.append(r["id"])
-                chosen.add(r["id"])
+            if seen[key] <= per_model and r["id"] not in out:
+                out[r["id"]] = r
     return out
 
 
@@ -265,41 +369,29 @@ def columns(ctx: dict) -> list[str]:
     return inputs + ["status", "reason", "message", "stage"] + metric_cols() + full
 
 
-def to_frame(points: list[dict], fast: dict, full: dict, ctx: dict):
-    """One row per point (generation order): inputs, status, fast metrics, full metrics, and the
-    measured error of the point's kind of configuration. Built column by column through Arrow: a
-    column of integers (with gaps) is Int64, of booleans boolean, of numbers float64, else object."""
+def to_frame(points: list[dict], fast, full: list, ctx: dict):
+    """One row per point (generation order): inputs, status, fast metrics (``fast``: the fast tier's
+    table lined up with ``points``), full metrics (``full``: the full tier's tables) and the measured
+    error of the point's kind of configuration. Built column by column through Arrow: a column of
+    integers (with gaps) is Int64, of booleans boolean, of numbers float64, else object."""
     import pandas as pd
     import pyarrow as pa
 
-    cols = columns(ctx) + ["error_frac"]
+    cols = columns(ctx)
     moe = set(ctx.get("moe_shapes", ()))
     fracs = ctx.get("error_frac", {})
     serving = ctx.get("kind", "train") != "train"
     kinds: dict[int, str] = {}
-    rows, errs = [], []
+    errs = []
     for p in points:
-        row = fast.get(p["id"]) or {"id": p["id"], "index": p["index"], "status": "error", "reason": "missing",
-                                    "message": "no result"}
-        extra = full.get(p["id"])
-        rows.append({**row, **extra} if extra else row)
         kind = kinds.get(id(p["model"]))
         if kind is None:
             kind = kinds[id(p["model"])] = "serving" if serving else "moe" if _shape_key(p["model"]) in moe else "dense"
         errs.append(fracs.get(p["hardware"], {}).get(kind))
-    data = {c: [r.get(c) for r in rows] for c in cols[:-1]}
-    data["error_frac"] = errs
-    table = pa.table({c: _column(v) for c, v in data.items()})
+    full_names = [c for c in cols if c.startswith("full_")]
+    full_t, _ = align(full, full_names, pa.array([p["id"] for p in points], pa.string()))
+    data = {c: fast.column(c) for c in cols if not c.startswith("full_")}
+    data.update({c: full_t.column(c) for c in full_names})
+    data["error_frac"] = column(errs)
     mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-    return table.to_pandas(types_mapper=mapping.get)
-
-
-def _column(values: list):
-    """An Arrow array of one column (numbers of mixed int and float as float64)."""
-    import pyarrow as pa
-
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array(values, type=pa.float64()) if all(isinstance(v, (int, float)) or v is None for v in values) \
-            else pa.array([None if v is None else str(v) for v in values])
+    return pa.table(data).to_pandas(types_mapper=mapping.get)

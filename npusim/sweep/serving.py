@@ -186,12 +186,17 @@ def serving_metric_cols(prefix: str = "") -> list[str]:
 
 
 def serving_columns(ctx: dict) -> list[str]:
-    """Every column of results.parquet of a serving sweep, in order."""
+    """Every column of results.parquet of a serving sweep, in order (a serving-capacity sweep adds
+    ``npusim.sweep.serving_capacity.CAPACITY_COLS`` to each tier)."""
+    from npusim.sweep.serving_capacity import capacity_metric_cols
+
     inputs = ["id", "index", "hardware", "devices", *WL_COLS]
     inputs += [f"model_{k}" for k in ctx["vary_keys"]] + ["total_params_B", "activated_params_B"]
     inputs += list(SERVE_PLAN_COLS) + list(ctx["option_keys"])
-    full = ["full_status", "full_reason", "full_message"] + serving_metric_cols("full_")
-    return inputs + ["status", "reason", "message"] + serving_metric_cols() + full
+    serve = ctx.get("kind") == "serve"
+    fast = serving_metric_cols() + (capacity_metric_cols() if serve else [])
+    full = serving_metric_cols("full_") + (capacity_metric_cols("full_") if serve else [])
+    return inputs + ["status", "reason", "message"] + fast + ["full_status", "full_reason", "full_message"] + full
 
 
 def serving_input_row(ctx: dict, p: dict, model, plan) -> dict[str, Any]:
@@ -275,6 +280,10 @@ def evaluate_serving_fast(ctx: dict, points: list[dict]) -> list[dict]:
     from npusim.config.errors import ConfigError
     from npusim.sweep.evaluate import point_model, one_line
 
+    if ctx.get("kind") == "serve":
+        from npusim.sweep.serving_capacity import evaluate_capacity
+
+        return evaluate_capacity(ctx, points)
     rows = []
     for p in points:
         model = plan = None
@@ -304,6 +313,10 @@ def evaluate_serving_full(ctx: dict, points: list[dict]) -> list[dict]:
     (``p["found"]``), with the memory and limit checks repeated."""
     from npusim.sweep.evaluate import one_line
 
+    if ctx.get("kind") == "serve":
+        from npusim.sweep.serving_capacity import evaluate_capacity
+
+        return evaluate_capacity(ctx, points, full=True)
     rows = []
     for p in points:
         try:

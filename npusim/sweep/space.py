@@ -272,7 +272,8 @@ def plans(space: dict, c: dict) -> Iterator[dict]:
     for combo in itertools.product(*(options[k] for k in opt_keys)):
         fixed = dict(zip(opt_keys, combo))
         for st in states:
-            yield {**{k: v for k, v in st.items() if v is not None}, **fixed}
+            plan = {k: v for k, v in st.items() if v is not None}
+            yield {**plan, **fixed} if fixed else plan
 
 
 def _expand(space: dict, c: dict, axes: tuple) -> list[dict]:
@@ -309,35 +310,97 @@ def _needed(axes: tuple, serving: bool) -> list[tuple]:
     return out
 
 
-def count_plans(space: dict, c: dict, seen: dict | None = None) -> int:
-    """How many plans ``plans`` yields for one context, without building them: the product is taken
-    level by level, each state keeping only the chosen axes a later axis reads (``AXIS_READS``), so
-    states that differ in nothing else merge (and their counts add).
-    ``seen`` (axis -> {repr: value}) collects the values each axis takes."""
+def _axes_of(space: dict, c: dict) -> tuple[tuple, dict]:
+    """(the plan axes enumerated for a context, in loop order; the listed options outside them)."""
     axes = SERVING_AXES if c.get("serving") else AXES
     if space.get("auto") and not c.get("serving"):
         axes += tuple(k for k in OPTION_AXES if isinstance(space.get(k), list))
-    options = {k: v for k, v in space.items() if k != "auto" and k not in axes}
-    states: dict[tuple, tuple[dict, int]] = {(): ({}, 1)}
-    for axis, keep in zip(axes, _needed(axes, bool(c.get("serving")))):
-        nxt: dict[tuple, tuple[dict, int]] = {}
+    return axes, {k: v for k, v in space.items() if k != "auto" and k not in axes}
+
+
+def _count_states(space: dict, c: dict, axes: tuple, level: int = 0, start: dict | None = None,
+                  seen: dict | None = None, keep_only: dict | None = None) -> int:
+    """How many states ``_expand`` completes from ``start`` (chosen up to ``level``), without building
+    them: level by level, each state keeping only the chosen axes a later axis reads (``AXIS_READS``),
+    so states that differ in nothing else merge (and their counts add). ``keep_only`` (axis -> set
+    of values) counts only the states whose axes take those values."""
+    states: dict[tuple, list] = {(): [start or {}, 1]}
+    needed = _needed(axes, bool(c.get("serving")))
+    for axis, keep in zip(axes[level:], needed[level:]):
+        nxt: dict[tuple, list] = {}
+        only = keep_only.get(axis) if keep_only else None
+        fresh = seen is not None and axis not in seen
+        found = seen.setdefault(axis, {}) if seen is not None else None
         for st, n in states.values():
             for v in _axis_values(axis, space, st, c):
-                if seen is not None and v is not None:
-                    seen.setdefault(axis, {}).setdefault(repr(v), v)
+                if v is not None:
+                    if only is not None and v not in only:
+                        continue
+                    if found is not None:
+                        found.setdefault(repr(v), v)
                 new = {**st, axis: v}
-                key = tuple(new.get(a) for a in keep)
-                old = nxt.get(key)
-                nxt[key] = ({a: new.get(a) for a in keep}, n + (old[1] if old else 0))
+                key = tuple([new.get(a) for a in keep])
+                hit = nxt.get(key)
+                if hit is None:
+                    nxt[key] = [{a: new.get(a) for a in keep}, n]
+                else:
+                    hit[1] += n
+        if fresh and not found:  # an axis no plan sets (e.g. etp of a dense model) is not listed
+            del seen[axis]
         states = nxt
+    return sum(n for _, n in states.values())
+
+
+def count_plans(space: dict, c: dict, seen: dict | None = None, keep_only: dict | None = None) -> int:
+    """How many plans ``plans`` yields for one context, without building them (``_count_states``).
+    ``seen`` (axis -> {repr: value}) collects the values each axis takes; ``keep_only`` (axis -> set
+    of values) counts only the plans whose axes take those values."""
+    axes, options = _axes_of(space, c)
+    total = _count_states(space, c, axes, seen=seen, keep_only=keep_only)
     for k, vals in options.items():
         if seen is not None:
             for v in vals:
                 seen.setdefault(k, {}).setdefault(repr(v), v)
-    total = sum(n for _, n in states.values())
-    for vals in options.values():
         total *= len(vals)
     return total
+
+
+def plan_slice(space: dict, c: dict, start: int, stop: int) -> list[dict]:
+    """``list(plans(space, c))[start:stop]``, built without the plans before ``start``: a depth-first
+    walk that steps over whole subtrees by their counts."""
+    axes, options = _axes_of(space, c)
+    opt_keys = list(options)
+    per = _count_states(space, c, axes)
+    out: list[dict] = []
+    for n, combo in enumerate(itertools.product(*(options[k] for k in opt_keys))):
+        lo = n * per
+        if lo >= stop or per == 0:
+            break
+        if lo + per <= start:
+            continue
+        fixed = dict(zip(opt_keys, combo))
+        for st in _walk(space, c, axes, 0, {}, max(0, start - lo), stop - lo, [0]):
+            out.append({**{k: v for k, v in st.items() if v is not None}, **fixed})
+    return out
+
+
+def _walk(space: dict, c: dict, axes: tuple, level: int, st: dict, start: int, stop: int, at: list) -> Iterator[dict]:
+    """The complete states of ``_expand`` under ``st`` whose position (``at[0]`` counts them) lies in
+    [start, stop), skipping subtrees that end before ``start``."""
+    if level == len(axes):
+        if at[0] >= start:
+            yield st
+        at[0] += 1
+        return
+    for v in _axis_values(axes[level], space, st, c):
+        if at[0] >= stop:
+            return
+        new = {**st, axes[level]: v}
+        n = _count_states(space, c, axes, level + 1, new) if level + 1 < len(axes) else 1
+        if at[0] + n <= start:
+            at[0] += n
+            continue
+        yield from _walk(space, c, axes, level + 1, new, start, stop, at)
 
 
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
@@ -383,32 +446,27 @@ def generate(resolved: dict, variants: list[Variant], profiles: dict, limit: int
     """
     wl = resolved["workload"]
     serving = wl.get("kind", "train") != "train"
+    keys = ("hardware", "devices", *workload_keys(wl), "model")
     out: list[dict] = []
     extra = 0
     for hw_name, hw in profiles.items():
         for devices, wp in itertools.product(devices_for(resolved["devices"], hw_name), workload_points(wl)):
             for v in variants:
                 common = {"hardware": hw_name, "devices": devices, **wp, "model": v.overrides}
+                head, tail = _ENCODE({**{k: common[k] for k in keys}, "plan": _SLOT}).split(_ENCODE(_SLOT))
                 if v.reason is not None:
-                    out.append({**common, "plan": {}, "pre": [v.reason, v.message]})
+                    out.append({**common, "plan": {}, "pre": [v.reason, v.message], "id": _digest(head + "{}" + tail)})
                     continue
                 c = {"model": v.model, "devices": devices, "devices_per_node": hw.node.devices_per_node,
                      "serving": serving, **wp}
                 if limit is not None and len(out) > limit:
-                    extra += sum(1 for _ in plans(resolved["plan"], c))
+                    extra += count_plans(resolved["plan"], c)
                     continue
                 for plan in plans(resolved["plan"], c):
-                    out.append({**common, "plan": plan})
+                    out.append({**common, "plan": plan, "id": _digest(head + _ENCODE(plan) + tail)})
     if limit is not None and len(out) + extra > limit:
         raise TooManyPoints(len(out) + extra, limit)
-    keys = ("hardware", "devices", *workload_keys(wl), "model")
-    template = None
     for i, p in enumerate(out):
-        common = tuple(p[k] for k in keys)
-        if template is None or template[0] != common:  # the JSON around the plan, once per context
-            text = _ENCODE({**dict(zip(keys, common)), "plan": _SLOT})
-            template = (common,) + tuple(text.split(_ENCODE(_SLOT)))
-        p["id"] = _digest(template[1] + _ENCODE(p["plan"]) + template[2])
         p["index"] = i
     return out
 
@@ -463,9 +521,8 @@ def sample_points(resolved: dict, variants: list[Variant], profiles: dict, block
     out: list[dict] = []
     keys = ("hardware", "devices", *workload_keys(resolved["workload"]), "model", "plan")
     for common, c in live[step // 2::step][:blocks]:
-        got = list(plans(resolved["plan"], c))
-        mid = max(0, len(got) // 2 - size // 2)
-        for plan in got[mid:mid + size]:
+        mid = max(0, count_plans(resolved["plan"], c) // 2 - size // 2)
+        for plan in plan_slice(resolved["plan"], c, mid, mid + size):
             p = {**common, "plan": plan}
             p["id"], p["index"] = point_id({k: p[k] for k in keys}), len(out)
             out.append(p)

@@ -31,7 +31,7 @@ SERVING_AXES = ("tp", "pp", "moe_dispatch", "etp", "ep", "shared_tp", "sp", "pre
 """Plan axes that ``plan: auto`` enumerates for serving (decode / prefill), in loop order."""
 NUMERIC_AXES = ("tp", "pp", "vpp", "cp", "ep", "etp", "zero", "micro_batch", "shared_tp")
 """Plan axes that accept a {min, max} range under ``plan: auto``."""
-METRICS = ("mfu", "tokens_per_s", "tokens_per_s_per_device", "tokens_per_s_per_card", "cost")
+METRICS = ("mfu", "tokens_per_s", "tokens_per_s_per_device", "tokens_per_s_per_card", "cost", "cards")
 OPTION_AXES = ("schedule", "a2a", "ep_overlap", "recompute_modules", "offload_activations", "offload_optimizer")
 """Plan options that ``plan: auto`` enumerates as axes when listed (only combinations valid for the
 plan around them: schedules that fit vpp / pp / the micro-batch count; a2a and ep_overlap only where
@@ -188,7 +188,7 @@ class ObjectiveSpec(_Strict):
 
     metric: Literal[METRICS] = "mfu"  # type: ignore[valid-type]
     """mfu and tokens_per_s[_per_device|_per_card] are maximised; cost (price x device-hours per
-    million tokens) minimised."""
+    million tokens) and cards (a serving-capacity sweep's answer, ``workload.kind: serve``) minimised."""
     memory_headroom: float = Field(0.0, ge=0.0, lt=1.0)
     """Fraction of HBM kept free: a point fits when peak memory <= (1 - headroom) x HBM."""
     max_step_time_s: Optional[float] = Field(None, gt=0)
@@ -237,9 +237,10 @@ class SweepSpec(_Strict):
     objective: Annotated[ObjectiveSpec, BeforeValidator(_objective)] = ObjectiveSpec()
     """A mapping, or a metric name alone (``objective: mfu``)."""
     tiers: TierSpec = TierSpec()
-    search: Literal["prune", "exhaustive"] = "prune"
+    search: Literal["prune", "exhaustive", "refine"] = "prune"
     """prune: skip what cannot win (memory bound, dominated recompute / ZeRO variants;
-    npusim.sweep.prune); exhaustive: time every valid point that fits."""
+    npusim.sweep.prune); exhaustive: time every valid point that fits; refine (training): prune on a
+    coarse grid of the ordered numeric axes, then around its best points (npusim.sweep.refine)."""
     max_points: Annotated[int, BeforeValidator(no_bool), Field(gt=0, le=100_000_000)] = DEFAULT_MAX_POINTS
     """A spec with more points is refused (with its count) unless this or ``--max-points`` is raised."""
 
@@ -287,6 +288,8 @@ def _load_spec(path: str | Path) -> tuple[SweepSpec, dict]:
     hardware, names = _check_hardware(spec, src, base_dir)
     spec = spec.model_copy(update={"hardware": hardware, "devices": check_devices(spec.devices, names, src)})
     check_objective(spec, names, src)
+    if spec.search == "refine" and spec.workload.kind != "train":
+        raise ConfigError(src, "search", "refine", "refines training sweeps only", "prune or exhaustive")
     resolved = spec.model_dump(mode="json")
     resolved["key"] = spec_key(resolved)
     return spec, resolved

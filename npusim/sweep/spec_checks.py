@@ -8,6 +8,7 @@ from pydantic import BeforeValidator, Field
 
 from npusim.config.errors import ConfigError, did_you_mean
 from npusim.config.policy import MAX_DEVICES, no_bool
+from npusim.sweep.serving_capacity import SERVE_METRICS, ServeLoadSpec
 from npusim.sweep.spec import MODEL_ALIASES, ServingWorkloadSpec, SweepSpec, WorkloadSpec, listify
 
 
@@ -33,9 +34,10 @@ def check_workload(raw: Any, src: str):
         raise ConfigError(src, "workload", raw, "expected a mapping",
                           "{seq_len, global_batch} or {kind: decode|prefill, input_len, batch}")
     kind = raw.get("kind", "train")
-    cls = {"train": WorkloadSpec, "decode": ServingWorkloadSpec, "prefill": ServingWorkloadSpec}.get(kind)
+    cls = {"train": WorkloadSpec, "decode": ServingWorkloadSpec, "prefill": ServingWorkloadSpec,
+           "serve": ServeLoadSpec}.get(kind)
     if cls is None:
-        raise ConfigError(src, "workload.kind", kind, "unknown workload kind", "train, decode, prefill")
+        raise ConfigError(src, "workload.kind", kind, "unknown workload kind", "train, decode, prefill, serve")
     return _typed(src, "workload", raw, cls)
 
 
@@ -73,6 +75,10 @@ def check_objective(spec: SweepSpec, names: list[str], src: str) -> None:
     if missing and obj.metric == "cost":
         raise ConfigError(src, "objective.price_per_device_hour", price, f"no price for {missing[0]}",
                           "a price for every swept profile name")
+    if kind == "serve" and obj.metric not in SERVE_METRICS:
+        raise ConfigError(src, "objective.metric", obj.metric, "does not rank a serve workload", ", ".join(SERVE_METRICS))
+    if kind != "serve" and obj.metric == "cards":
+        raise ConfigError(src, "objective.metric", obj.metric, "ranks serving capacity only", "a serve workload")
     limits = {"max_step_time_s": "train", "max_tpot_s": "decode", "max_ttft_s": "prefill"}
     for key, needs in limits.items():
         if getattr(obj, key) is not None and kind != needs:

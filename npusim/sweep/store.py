@@ -6,7 +6,9 @@ them and skips the point ids they hold. New chunks are numbered above every chun
 never makes a new chunk replace an old one; a chunk that cannot be read is reported, set aside as
 ``NAME.damaged`` and its points recomputed. At the end the chunks are merged into results.parquet
 and removed (``compact``): from then on results.parquet is the store that ``--resume`` reads, so
-no row is kept twice.
+no row is kept twice. Batches travel and are kept as Arrow tables (``rows_table`` runs in the
+workers); ``stack`` and ``latest`` put the tables of a tier together in the order of the points.
+pyarrow is imported where a function needs it, so ``--dry-run`` never loads it.
 A run holds ``OUT/.lock`` (``flock``) so two sweeps never share a folder; the kernel drops the lock
 when its holder dies, so a stale file never blocks.
 """
@@ -20,10 +22,6 @@ import re
 import sys
 from pathlib import Path
 from typing import Callable
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from npusim.config.errors import ConfigError
 from npusim.outputs import atomic_path, remove_temporaries, write_text
@@ -75,14 +73,17 @@ class ChunkStore:
     def _path(self, n: int) -> Path:
         return self.dir / f"{self.tier}-{n:06d}{CHUNK_SUFFIX}"
 
-    def write(self, rows: list[dict]) -> Path:
-        """Write one batch of rows as a new chunk file (numbered above every chunk on disk), atomically."""
+    def write(self, rows) -> Path:
+        """Write one batch (rows, or their ``rows_table``) as a new chunk file (numbered above every chunk
+        on disk), atomically."""
+        import pyarrow.parquet as pq
+
         path = self._path(self.next)
         while path.exists() or path.with_name(path.name + DAMAGED).exists():  # never replace a chunk
             self.next += 1
             path = self._path(self.next)
         with atomic_path(path) as tmp:
-            pq.write_table(rows_table(rows), tmp, compression="zstd")
+            pq.write_table(rows if not isinstance(rows, list) else rows_table(rows), tmp, compression="zstd")
         self.next += 1
         return path
 
@@ -92,24 +93,27 @@ class ChunkStore:
                  if m and not m.group(0).endswith(DAMAGED)]
         return [p for _, p in sorted(found)]
 
-    def read(self) -> dict[str, dict]:
-        """Rows of this tier by point id: those merged into results.parquet, then every readable chunk
-        (later chunks win). A chunk that cannot be read is reported in one line, renamed
-        ``NAME.damaged`` and skipped (its points are recomputed)."""
-        rows = committed_rows(self.dir.parent, self.tier, self.warn)
+    def tables(self) -> list:
+        """Arrow tables of this tier's stored rows: those merged into results.parquet, then every readable
+        chunk in number order (for a point stored twice, the later row wins). A chunk that cannot be
+        read is reported in one line, renamed ``NAME.damaged`` and skipped (its points are recomputed)."""
+        import pyarrow as pa
+
+        committed = committed_table(self.dir.parent, self.tier, self.warn)
+        out = [] if committed is None else [committed]
         for path in self.paths():
             try:
-                got = _read_chunk(path)
+                out.append(_read_chunk(path))
             except (OSError, ValueError, pa.ArrowException) as e:
                 reason = " ".join(str(e).split())[:120]
                 self.warn(f"{path}: unreadable sweep chunk ({reason}); its points are recomputed")
                 with contextlib.suppress(OSError):
                     os.replace(path, path.with_name(path.name + DAMAGED))
-                continue
-            for row in got:
-                rows[row["id"]] = row
-        return rows
+        return out
 
+    def read(self) -> dict[str, dict]:
+        """Rows of this tier by point id (``tables``; later rows win)."""
+        return {r["id"]: r for t in self.tables() for r in t.to_pylist()}
 
     def compact(self) -> None:
         """Remove this tier's chunk files (called once results.parquet holds their rows)."""
@@ -118,50 +122,121 @@ class ChunkStore:
                 path.unlink()
 
 
-def rows_table(rows: list[dict]) -> pa.Table:
+def rows_table(rows: list[dict]):
     """A batch of rows as an Arrow table: one column per key (first-seen order), None as null."""
+    import pyarrow as pa
+
     keys = dict.fromkeys(itertools.chain.from_iterable(rows))
     return pa.table({k: [r.get(k) for r in rows] for k in keys})
 
 
-def _read_chunk(path: Path) -> list[dict]:
-    """Rows of one chunk file; ValueError when it has no string ``id`` column or a row lacks an id."""
+def _read_chunk(path: Path):
+    """The table of one chunk file; ValueError when it has no string ``id`` column or a row lacks an id."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path)
     if "id" not in table.column_names or not pa.types.is_string(table.schema.field("id").type):
         raise ValueError("no string id column")
-    rows = table.to_pylist()
-    if any(r["id"] is None for r in rows):
+    if table.column("id").null_count:
         raise ValueError("a row without an id")
-    return rows
+    return table
 
 
-def committed_rows(out: Path, tier: str, warn: Callable[[str], None] = _warn) -> dict[str, dict]:
-    """Rows of one tier already merged into ``out/results.parquet`` (by id): the fast tier's columns of
-    every row with a status, the full tier's of every row with a ``full_status``; an unreadable file
-    is reported and nothing is taken from it (its points are recomputed)."""
+def committed_table(out: Path, tier: str, warn: Callable[[str], None] = _warn):
+    """The table of one tier's rows already merged into ``out/results.parquet``: the fast tier's columns
+    of every row with a status, the full tier's of every row with a ``full_status``; None when there
+    are none or the file is unreadable (reported; its points are recomputed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     path = Path(out) / RESULTS
     if not path.is_file():
-        return {}
+        return None
     try:
         table = pq.read_table(path)
     except (OSError, ValueError, pa.ArrowException) as e:
         warn(f"{path}: unreadable ({' '.join(str(e).split())[:120]}); its points are recomputed")
-        return {}
+        return None
     names = [n for n in table.column_names if n not in DERIVED]
     full = [n for n in names if n.startswith(FULL_PREFIX)]
     keep = ["id"] + full if tier == "full" else [n for n in names if n not in full]
     flag = "full_status" if tier == "full" else "status"
     if flag not in names:
-        return {}
+        return None
     table = table.select(keep)
-    table = table.filter(pc.is_valid(table.column(flag)))
-    return {r["id"]: r for r in _plain(table).to_pylist()}
+    return _plain(table.filter(pc.is_valid(table.column(flag))))
 
 
-def _plain(table: pa.Table) -> pa.Table:
-    """Dictionary-encoded columns decoded (rows read back as plain values)."""
-    cols = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
-    return pa.table(dict(zip(table.column_names, cols)))
+def committed_rows(out: Path, tier: str, warn: Callable[[str], None] = _warn) -> dict[str, dict]:
+    """Rows of one tier already merged into ``out/results.parquet`` by id (``committed_table``)."""
+    table = committed_table(out, tier, warn)
+    return {} if table is None else {r["id"]: r for r in table.to_pylist()}
+
+
+def _plain(table):
+    """Dictionary-encoded columns decoded and large strings as strings (rows read back as the plain
+    values ``rows_table`` stores)."""
+    import pyarrow as pa
+
+    def plain(c):
+        c = c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
+        return c.cast(pa.string()) if pa.types.is_large_string(c.type) else c
+
+    return pa.table({n: plain(c) for n, c in zip(table.column_names, table.columns)})
+
+
+def column(values: list):
+    """An Arrow array of one column's Python values (numbers of mixed int and float as float64; any other
+    mix as text)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array(values, type=pa.float64()) if all(isinstance(v, (int, float)) or v is None for v in values) \
+            else pa.array([None if v is None else str(v) for v in values])
+
+
+def stack(tables: list, names: list[str]):
+    """The tables one under another with the columns ``names`` (nulls where a table lacks one), each
+    column of the type ``column`` gives its values: one type (beside nulls) as it is, integers with
+    floats as float64, any other mix from the Python values."""
+    import pyarrow as pa
+
+    out = {}
+    for name in names:
+        parts = [t.column(name) if name in t.column_names else pa.nulls(t.num_rows) for t in tables]
+        types = {p.type for p in parts} - {pa.null()}
+        if len(types) > 1 and types <= {pa.int64(), pa.float64()}:
+            types = {pa.float64()}
+        if len(types) > 1:
+            out[name] = column([v for p in parts for v in p.to_pylist()])
+            continue
+        kind = types.pop() if types else pa.null()
+        chunks = [c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])]
+        out[name] = pa.chunked_array([c if c.type == kind else c.cast(kind) for c in chunks], type=kind)
+    return pa.table(out) if out else pa.table({"id": pa.array([], pa.string())})
+
+
+def align(tables: list, names: list[str], ids):
+    """(one row per id of ``ids`` (an Arrow string array, the points in order) with the columns
+    ``names`` (``stack``), taken from the last row of ``tables`` with that id, nulls where none has it;
+    a numpy bool array: the ids found)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = stack(tables, list(dict.fromkeys(["id", *names])))
+    pos = pc.fill_null(pc.index_in(table.column("id"), value_set=ids), -1).to_numpy() if table.num_rows \
+        else np.zeros(0, dtype=np.int64)
+    rows = np.flatnonzero(pos >= 0)
+    last = np.full(len(ids), -1, dtype=np.int64)
+    if len(rows):
+        found, first = np.unique(pos[rows][::-1], return_index=True)  # the last row of each id
+        last[found] = rows[::-1][first]
+    return table.take(pa.array(last, mask=last < 0)).select(names), last >= 0
 
 
 def store_contents(out: Path) -> list[str]:

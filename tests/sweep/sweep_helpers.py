@@ -99,3 +99,25 @@ def unfinished(done: Path, out: Path, spec: Path, size: int = 40) -> Path:
     for _, batch in cut_batches(prepare(spec)[3], size):
         store.write([rows[p["id"]] for p in batch])
     return out
+
+
+def narrowed(path: Path, tmp: Path, vary: dict | None = None, plan: dict | None = None, **changes) -> Path:
+    """A shipped spec narrowed to stay fast, written under ``tmp``: ``vary`` as the model's vary (default:
+    the first value of every varied field), the first hardware and device count, ``plan`` merged
+    into its plan, and top-level ``changes``."""
+    spec = yaml.safe_load(Path(path).read_text())
+    given = spec["model"].get("vary", {})
+    spec["model"]["vary"] = vary or {k: (v if isinstance(v, list) else [v])[:1] for k, v in given.items()}
+    hardware = spec["hardware"] if isinstance(spec["hardware"], list) else [spec["hardware"]]
+    spec["hardware"] = hardware[:1]
+    devices = spec["devices"]
+    devices = devices[hardware[0]] if isinstance(devices, dict) else devices
+    spec["devices"] = (devices if isinstance(devices, list) else [devices])[:1]
+    if isinstance(spec.get("objective"), dict) and isinstance(spec["objective"].get("price_per_device_hour"), dict):
+        spec["objective"]["price_per_device_hour"] = spec["objective"]["price_per_device_hour"][hardware[0]]
+    if plan:
+        spec["plan"] = {**({"auto": True} if spec["plan"] == "auto" else spec["plan"]), **plan}
+    spec.update(changes)
+    out = Path(tmp) / Path(path).name
+    out.write_text(yaml.safe_dump(spec))
+    return out

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sweep_helpers import narrowed
 
 from npusim.sweep.evaluate import evaluate_fast
 from npusim.sweep.fast import clear_caches
 from npusim.sweep.prune import REVISIT_FACTOR, RECOMPUTE_ORDER, block_key, cut_batches, family_key, revisit
 from npusim.sweep.run import prepare
+from npusim.sweep.store import rows_table
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 TRAINING = sorted(p.name for p in SWEEPS.glob("*.yaml")
@@ -28,20 +30,7 @@ K = 20
 
 
 def _narrowed(name: str, tmp: Path) -> Path:
-    spec = yaml.safe_load((SWEEPS / name).read_text())
-    vary = spec["model"].get("vary", {})
-    spec["model"]["vary"] = SHAPE.get(name, {k: (v if isinstance(v, list) else [v])[:1] for k, v in vary.items()})
-    hardware = spec["hardware"] if isinstance(spec["hardware"], list) else [spec["hardware"]]
-    spec["hardware"] = hardware[:1]
-    devices = spec["devices"]
-    devices = devices[hardware[0]] if isinstance(devices, dict) else devices
-    spec["devices"] = (devices if isinstance(devices, list) else [devices])[:1]
-    if isinstance(spec.get("objective"), dict) and isinstance(spec["objective"].get("price_per_device_hour"), dict):
-        spec["objective"]["price_per_device_hour"] = spec["objective"]["price_per_device_hour"][hardware[0]]
-    spec["plan"] = {**spec["plan"], **PLAN.get(name, {})}
-    path = tmp / name
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return narrowed(SWEEPS / name, tmp, SHAPE.get(name), PLAN.get(name, {}))
 
 
 def _ranked(rows: dict) -> list[tuple]:
@@ -57,7 +46,7 @@ def both(request, tmp_path_factory):
     full = {r["id"]: r for r in evaluate_fast({**ctx, "search": "exhaustive"}, points)}
     clear_caches()
     pruned = {r["id"]: r for r in evaluate_fast(ctx, points)}  # as run_sweep: the pruned pass, then the revisit
-    again = revisit(pruned, points, REVISIT_FACTOR * K)
+    again = revisit(rows_table([pruned[p["id"]] for p in points]), points, REVISIT_FACTOR * K)
     again_ctx = {**ctx, "search": "exhaustive", "timed_stage": "revisited"}
     pruned.update({r["id"]: r for r in evaluate_fast(again_ctx, again)})
     return points, full, pruned

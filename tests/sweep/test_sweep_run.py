@@ -3,6 +3,7 @@ summary."""
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ from sweep_helpers import MOE, SMALL, write_spec
 
 from npusim.cli import main
 from npusim.config.errors import ConfigError
+from npusim.sweep.executors import LocalExecutor, group_runs
 from npusim.sweep.report import format_summary
 from npusim.sweep.run import run_sweep
 
@@ -83,6 +85,25 @@ def test_same_spec_gives_identical_ranked_csv_on_a_process_pool(small, tmp_path)
     assert (tmp_path / "pool" / "ranked.csv").read_bytes() == (out / "ranked.csv").read_bytes()
     a, b = pd.read_parquet(out / "results.parquet"), pd.read_parquet(tmp_path / "pool" / "results.parquet")
     pd.testing.assert_frame_equal(a, b)
+
+
+def _pid(ctx, batch):
+    return [(os.getpid(), x) for x in batch]
+
+
+def test_the_pool_keeps_a_group_of_batches_together_and_runs_each_once():
+    batches = [(n, [n]) for n in range(8)]
+    runs = group_runs(batches, lambda b: b[0] // 4)  # two groups of four consecutive batches
+    assert [[n for n, _ in run] for run in runs] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert [len(r) for r in group_runs(batches, None)] == [1] * 8
+    ex = LocalExecutor(2)
+    try:
+        got = dict(ex.map(_pid, {}, batches, group=lambda b: b[0] // 4))
+    finally:
+        ex.close()
+    assert sorted(got) == list(range(8)) and all(rows[0][1] == n for n, rows in got.items())
+    first = {n: got[n][0][0] for n in (0, 4)}
+    assert first[0] != first[4]  # the two groups start on different workers
 
 
 def test_a_failing_point_is_an_error_row(tmp_path, monkeypatch):

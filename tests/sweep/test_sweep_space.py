@@ -87,11 +87,12 @@ def test_constraint_rows_are_generated_once_per_context(tmp_path):
 
 def test_counting_plans_equals_generating_them():
     """count_plans (the dry run's count) agrees with plans() context by context, values per axis included,
-    on the shipped specs (training and serving) and with option axes listed."""
+    on the shipped specs (training and serving) and with option axes listed; so does plan_slice (the
+    dry run's timing sample, built without the plans before it)."""
     from pathlib import Path
 
     from npusim.sweep.run import load
-    from npusim.sweep.space import contexts, count_plans
+    from npusim.sweep.space import contexts, count_plans, plan_slice
 
     sweeps = Path(__file__).resolve().parents[2] / "sweeps"
     specs = [p for p in sorted(sweeps.glob("*.yaml")) if p.name != "pangu-ultra-shapes.yaml"]
@@ -111,5 +112,8 @@ def test_counting_plans_equals_generating_them():
                 assert count_plans(space, c, seen) == len(listed)
                 for axis, vals in seen.items():
                     assert set(map(repr, vals.values())) == {repr(p[axis]) for p in listed if p.get(axis) is not None}
+                n = len(listed)
+                for a, b in ((0, 3), (n // 2 - 7, n // 2 + 9), (n - 2, n + 5), (5, 5), (n // 3, 2 * n // 3)):
+                    assert plan_slice(space, c, a, b) == listed[max(0, a):b]  # the dry run's sample
                 checked += 1
     assert checked >= 8

@@ -13,6 +13,7 @@ from sweep_helpers import MOE, SMALL, merged, write_spec
 from npusim.cli import main
 from npusim.config.errors import ConfigError
 from npusim.sweep.spec import load_spec
+from npusim.sweep.store import rows_table
 
 ONE = merged(SMALL, devices=[16], tiers={"full_top": 3, "batch_size": 40})
 
@@ -57,7 +58,7 @@ def test_progress_lines_when_not_a_terminal():
     p = Progress(100, "fast tier", every=10, metric="mfu", stream=buf, clock=lambda: t[0])
     for i in range(10):
         t[0] += 3
-        p.update([{"id": str(i), "status": "ok", "score": 0.1 * i}] * 10)
+        p.update(rows_table([{"id": str(i), "status": "ok", "score": 0.1 * i}] * 10))
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2  # at 12 s and 24 s
     assert lines[0] == "npusim: fast tier: 40/100 points (40 %), 3 points/s, ETA 18 s, best mfu 0.3"
@@ -133,8 +134,9 @@ BAD = [
     {"plan": {"auto": "yes"}}, {"workload": {"seq_len": "long", "global_batch": 8}}, {"workload": [1]},
     {"workload": {"kind": "decode", "input_len": 10, "batch": [0]}}, {"devices": "many"}, {"devices": {"x": 1}},
     {"hardware": 5}, {"hardware": [["a"]]}, {"max_points": 0}, {"max_points": True}, {"max_points": "big"},
-    {"search": "refine"}, {"name": ["x"]}, {"objective": {"memory_headroom": "lots"}},
+    {"search": "coarse"}, {"name": ["x"]}, {"objective": {"memory_headroom": "lots"}},
     {"objective": {"price_per_device_hour": {"atlas-800t-a2": -1}}},
+    {"search": "refine", "workload": {"kind": "decode", "input_len": 128, "batch": [8]}},
 ]
 
 
