@@ -275,36 +275,59 @@ def _search(ctx: dict, p: dict, model, hw, plan, wl) -> BatchSearch:
     return fixed_batch(model, hw, plan, wl, p["devices"], limit_s=limit, mem_limit_GB=mem)
 
 
+def infeasible_row(ctx: dict, p: dict, reason: str, message: str) -> dict:
+    """The row of a point refused before any simulation (invalid shape or plan, outside a budget)."""
+    from npusim.sweep.evaluate import point_model
+
+    return {**serving_input_row(ctx, p, point_model(ctx, p["model"]), None), "status": "infeasible",
+            "reason": reason, "message": message}
+
+
 def evaluate_serving_fast(ctx: dict, points: list[dict]) -> list[dict]:
     """Rows of a batch of serving points: validity, then the batch search (the core's serving model)."""
-    from npusim.config.errors import ConfigError
-    from npusim.sweep.evaluate import point_model, one_line
+    from npusim.sweep.evaluate import one_line
 
     if ctx.get("kind") == "serve":
         from npusim.sweep.serving_capacity import evaluate_capacity
 
         return evaluate_capacity(ctx, points)
+    def evaluate(p: dict, prepared: tuple) -> dict:
+        model, hw, plan, wl = prepared
+        s = _search(ctx, p, model, hw, plan, wl)
+        status = ("ok", None) if s.ok else ("infeasible", s.bound)
+        return {**serving_input_row(ctx, p, model, plan), "status": status[0], "reason": status[1],
+                "message": s.message, **_metrics(ctx, p, s)}
+
+    def failed(p: dict, prepared: tuple | None, e: Exception) -> dict:
+        model, plan = (prepared[0], prepared[2]) if prepared else (None, None)
+        return {**serving_input_row(ctx, p, model, plan), "status": "error", "reason": type(e).__name__,
+                "message": one_line(e)}
+
+    return point_rows(ctx, points, _prepare, evaluate, failed)
+
+
+def point_rows(ctx: dict, points: list[dict], prepare, evaluate, failed) -> list[dict]:
+    """Rows of a batch of serving points, in order: a point refused at generation (``p["pre"]``) or
+    whose plan the degrees do not divide (``prepare`` raises ConfigError) is an infeasible row;
+    otherwise ``evaluate(p, prepare(ctx, p))``; a point that fails is ``failed(p, prepared or
+    None, exception)``, never a crashed sweep."""
+    from npusim.config.errors import ConfigError
+
     rows = []
     for p in points:
-        model = plan = None
+        prepared = None
         try:
             if "pre" in p:
-                rows.append({**serving_input_row(ctx, p, point_model(ctx, p["model"]), None), "status": "infeasible",
-                             "reason": p["pre"][0], "message": p["pre"][1]})
+                rows.append(infeasible_row(ctx, p, *p["pre"]))
                 continue
             try:
-                model, hw, plan, wl = _prepare(ctx, p)
+                prepared = prepare(ctx, p)
             except ConfigError as e:
-                rows.append({**serving_input_row(ctx, p, point_model(ctx, p["model"]), None), "status": "infeasible",
-                             "reason": "divisibility", "message": str(e)})
+                rows.append(infeasible_row(ctx, p, "divisibility", str(e)))
                 continue
-            s = _search(ctx, p, model, hw, plan, wl)
-            status = ("ok", None) if s.ok else ("infeasible", s.bound)
-            rows.append({**serving_input_row(ctx, p, model, plan), "status": status[0], "reason": status[1],
-                         "message": s.message, **_metrics(ctx, p, s)})
+            rows.append(evaluate(p, prepared))
         except Exception as e:  # a failing point is an error row, never a crashed sweep
-            rows.append({**serving_input_row(ctx, p, model, plan), "status": "error", "reason": type(e).__name__,
-                         "message": one_line(e)})
+            rows.append(failed(p, prepared, e))
     return rows
 
 

@@ -74,37 +74,23 @@ def capacity_metric_cols(prefix: str = "") -> list[str]:
 def evaluate_capacity(ctx: dict, points: list[dict], full: bool = False) -> list[dict]:
     """Rows of serving-capacity points: validity, then the layout search of each (``full``: the
     full tier's ``full_*`` columns on the longer window)."""
-    from npusim.config.errors import ConfigError
-    from npusim.sweep.evaluate import one_line, point_model
-    from npusim.sweep.serving import serving_input_row
+    from npusim.sweep.evaluate import one_line
+    from npusim.sweep.serving import point_rows, serving_input_row
 
-    rows = []
-    for p in points:
-        model = plan = None
-        try:
-            if "pre" in p:
-                rows.append({**serving_input_row(ctx, p, point_model(ctx, p["model"]), None), "status": "infeasible",
-                             "reason": p["pre"][0], "message": p["pre"][1]})
-                continue
-            try:
-                model, hw, plan = _prepare(ctx, p)
-            except ConfigError as e:
-                rows.append({**serving_input_row(ctx, p, point_model(ctx, p["model"]), None), "status": "infeasible",
-                             "reason": "divisibility", "message": str(e)})
-                continue
-            status, reason, message, metrics = _size(ctx, p, model, hw, plan, full)
-            pre = "full_" if full else ""
-            head = ({"id": p["id"]} if full else serving_input_row(ctx, p, model, plan))
-            rows.append({**head, pre + "status": status, pre + "reason": reason, pre + "message": message,
-                         **{pre + k: v for k, v in metrics.items()}})
-        except Exception as e:  # a failing point is an error row, never a crashed sweep
-            if full:
-                rows.append({"id": p["id"], "full_status": "error", "full_reason": type(e).__name__,
-                             "full_message": one_line(e)})
-            else:
-                rows.append({**serving_input_row(ctx, p, model, plan), "status": "error", "reason": type(e).__name__,
-                             "message": one_line(e)})
-    return rows
+    pre = "full_" if full else ""
+
+    def evaluate(p: dict, prepared: tuple) -> dict:
+        model, hw, plan = prepared
+        status, reason, message, metrics = _size(ctx, p, model, hw, plan, full)
+        head = {"id": p["id"]} if full else serving_input_row(ctx, p, model, plan)
+        return {**head, pre + "status": status, pre + "reason": reason, pre + "message": message,
+                **{pre + k: v for k, v in metrics.items()}}
+
+    def failed(p: dict, prepared: tuple | None, e: Exception) -> dict:
+        head = {"id": p["id"]} if full else serving_input_row(ctx, p, *(prepared[::2] if prepared else (None, None)))
+        return {**head, pre + "status": "error", pre + "reason": type(e).__name__, pre + "message": one_line(e)}
+
+    return point_rows(ctx, points, _prepare, evaluate, failed)
 
 
 def _prepare(ctx: dict, p: dict):

@@ -1,6 +1,7 @@
 """Shared helpers of the sweep tests: small specs written to a temporary folder."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import yaml
@@ -57,6 +58,17 @@ def merged(base: dict, **changes) -> dict:
             out.pop(k, None)
         else:
             out[k] = v
+    return out
+
+
+def replaced(spec: dict, path: str, value) -> dict:
+    """A deep copy of ``spec`` with one (dotted) key replaced."""
+    out = copy.deepcopy(spec)
+    *head, last = path.split(".")
+    node = out
+    for k in head:
+        node = node[k]
+    node[last] = value
     return out
 
 

@@ -2,12 +2,11 @@
 memory, the serving plan space, and a small decode sweep end to end."""
 from __future__ import annotations
 
-import copy
 import re
 
 import pandas as pd
 import pytest
-from sweep_helpers import assert_spec_error, write_spec
+from sweep_helpers import assert_spec_error, replaced, write_spec
 
 from npusim.cli import main
 from npusim.config.hardware import load_profile
@@ -45,13 +44,7 @@ TINY = {
 
 def changed(path: str, value) -> dict:
     """A copy of DECODE with one (dotted) key replaced."""
-    spec = copy.deepcopy(DECODE)
-    *head, last = path.split(".")
-    node = spec
-    for k in head:
-        node = node[k]
-    node[last] = value
-    return spec
+    return replaced(DECODE, path, value)
 
 
 BAD = [

@@ -2,11 +2,10 @@
 layout search of npusim.serving.capacity on that instance layout, ranked by the fewest cards."""
 from __future__ import annotations
 
-import copy
 
 import pandas as pd
 import pytest
-from sweep_helpers import assert_spec_error, write_spec
+from sweep_helpers import assert_spec_error, replaced, write_spec
 
 from npusim.cli import main
 from npusim.config.hardware import load_profile
@@ -35,13 +34,7 @@ SPEC = {
 
 def changed(path: str, value) -> dict:
     """A copy of SPEC with one (dotted) key replaced."""
-    spec = copy.deepcopy(SPEC)
-    *head, last = path.split(".")
-    node = spec
-    for k in head:
-        node = node[k]
-    node[last] = value
-    return spec
+    return replaced(SPEC, path, value)
 
 
 @pytest.mark.parametrize("spec,field,needle", [
