@@ -220,15 +220,15 @@ def _buckets(inp: StepInputs, spec, places) -> tuple[dict[str, float], dict[str,
     from npusim.workload.passes import ChunkSpec
 
     plan = inp.plan
-    key = ("buckets", value_key(inp.model), value_key(inp.hw), _sig(spec), places["dp_cp"], places["edp"]) \
-        + BUCKET_READS(plan)
+    base = (value_key(inp.model), value_key(inp.hw), places["dp_cp"], places["edp"]) + BUCKET_READS(plan)
+    key = ("buckets", _sig(spec)) + base
     hit = _REDUCE.get(key)
     if hit is None:
         red = "reduce_scatter" if plan.zero >= 1 else "all_reduce"
 
         def cost(sp) -> tuple[dict[str, float], dict[str, float]]:
             """One layer's (or the extras') buckets, memoised apart from the chunk's layer count."""
-            k = ("bucket", key[1:], sp.dense_layers, sp.moe_layers, sp.embedding, sp.head, sp.mtp)
+            k = ("bucket", base, sp.dense_layers, sp.moe_layers, sp.embedding, sp.head, sp.mtp)
             got = _REDUCE.get(k)
             if got is None:
                 streams: dict[str, float] = {}
