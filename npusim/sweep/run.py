@@ -164,13 +164,14 @@ def _run_tier(executor, fn, ctx: dict, store: ChunkStore, pending: list[dict], s
     tables: list = []
     bar = Progress(len(pending), label, every, ctx["objective"]["metric"])
     try:
-        for _, table in executor.map(fn, ctx, _batches(pending, size, ctx.get("kind", "train")), group=_shape_of):
+        for n, table in executor.map(fn, ctx, _batches(pending, size, ctx.get("kind", "train")), group=_shape_of):
             store.write(table)
-            tables.append(table)
+            tables.append((n, table))
             bar.update(table)
     finally:
         bar.close()
-    return tables, time.perf_counter() - t0
+    # in batch order, so the rows come in the points' order (``align`` then slices instead of gathering)
+    return [t for _, t in sorted(tables, key=lambda x: x[0])], time.perf_counter() - t0
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, executor: str = "local", workers: int | None = None,

@@ -44,10 +44,17 @@ def _tau_b_simple(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
     return (concordant - discordant) / denom
 
 
+SCIPY_TAU_FROM = 2000
+"""Sequences at least this long use scipy's O(n log n) tau-b; shorter ones count pairs (importing
+scipy.stats alone takes about 2 s, more than counting the pairs of a sweep's 100 full-tier points)."""
+
+
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
-    """Kendall tau-b of two sequences (scipy when importable), or None when undefined (n < 2, constant)."""
+    """Kendall tau-b of two sequences, or None when undefined (n < 2, constant)."""
     if len(x) < 2:
         return None
+    if len(x) < SCIPY_TAU_FROM:
+        return _tau_b_simple(x, y)
     try:
         import warnings
 

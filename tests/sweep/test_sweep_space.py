@@ -9,7 +9,7 @@ from npusim.config.hardware import load_profile
 from npusim.config.model import load_model
 from npusim.config.plan import make_plan, resolve_plan
 from npusim.sweep.run import prepare
-from npusim.sweep.space import build_variant, divisors, plans, point_id
+from npusim.sweep.space import _ENCODE, build_variant, divisors, encoded_plans, plans, point_id
 
 
 def context(model_name: str, devices: int, seq: int, gb: int) -> dict:
@@ -47,6 +47,19 @@ def test_listed_values_are_kept_even_when_invalid():
         raise AssertionError("tp=3 should not divide 32 heads")
     except ConfigError as e:
         assert "tp" in str(e)
+
+
+def test_encoded_plans_are_the_canonical_json_of_each_plan():
+    """The ids' plan JSON is joined from cached field fragments: it must equal encoding each plan,
+    with listed options (strings, booleans), ranges and axes left unset."""
+    c = context("qwen3-30b-a3b", 64, 4096, 128)
+    space = {"auto": True, "pp": {"min": 1, "max": 4}, "a2a": ["flat", "hierarchical"], "sp": [True, False],
+             "recompute": ["none", "full"], "offload_optimizer": [False, True]}
+    got = list(encoded_plans(space, c))
+    assert [p for p, _ in got] == list(plans(space, c))
+    assert len(got) > 100
+    for plan, text in got:
+        assert text == _ENCODE(plan)
 
 
 def test_variants_and_constraints():

@@ -88,6 +88,17 @@ def test_kendall_tau_values():
     assert kendall_tau([1.0], [1.0]) is None
 
 
+def test_kendall_tau_counting_equals_scipy_with_ties():
+    """Short sequences count pairs, long ones use scipy: both give scipy's tau-b."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    n = compare.SCIPY_TAU_FROM + 10
+    x = [float((i * 37) % 101) for i in range(n)]
+    y = [float((i * 53) % 89) // 3 for i in range(n)]  # many ties
+    ref = float(scipy_stats.kendalltau(x, y)[0])
+    assert kendall_tau(x, y) == pytest.approx(ref)
+    assert kendall_tau(x[:300], y[:300]) == pytest.approx(float(scipy_stats.kendalltau(x[:300], y[:300])[0]))
+
+
 def test_kendall_tau_without_scipy(monkeypatch):
     import builtins
 
