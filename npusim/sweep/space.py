@@ -275,6 +275,10 @@ def plans(space: dict, c: dict) -> Iterator[dict]:
             yield {**st, **fixed} if fixed else st
 
 
+_SCALARS = (int, float, str, type(None))
+"""Plan values that are their own fragment key (bool is an int); others are keyed by their repr."""
+
+
 def encoded_plans(space: dict, c: dict) -> Iterator[tuple[dict, str]]:
     """(plan, its canonical JSON as ``point_id`` encodes it) for every plan of ``plans``. The JSON is
     joined from per-field fragments encoded once (a plan's fields sorted as ``sort_keys`` sorts
@@ -289,7 +293,7 @@ def encoded_plans(space: dict, c: dict) -> Iterator[tuple[dict, str]]:
         parts = []
         for k in order:
             v = plan[k]
-            key = (k, type(v), v)
+            key = (k, type(v), v if isinstance(v, _SCALARS) else repr(v))  # lists (module lists) by repr
             f = frags.get(key)
             if f is None:
                 f = frags[key] = _ENCODE(k) + ":" + _ENCODE(v)

@@ -60,6 +60,10 @@ def test_encoded_plans_are_the_canonical_json_of_each_plan():
     assert len(got) > 100
     for plan, text in got:
         assert text == _ENCODE(plan)
+    modules = {"auto": True, "pp": [2], "recompute_modules": [[], ["core_attn"], ["core_attn", "mlp"]]}
+    listed = list(encoded_plans(modules, c))
+    assert {tuple(p["recompute_modules"]) for p, _ in listed} == {(), ("core_attn",), ("core_attn", "mlp")}
+    assert all(text == _ENCODE(plan) for plan, text in listed)
 
 
 def test_variants_and_constraints():
