@@ -239,8 +239,8 @@ def align(tables: list, names: list[str], ids):
         last[found] = rows[::-1][first]
     table = table.select(names)
     found = last >= 0
-    starts = np.flatnonzero(np.diff(last, prepend=-2) != 1) if len(last) else last
-    if found.all() and len(starts) <= max(1, len(last) // MAX_RUN_SHARE):
+    starts = np.flatnonzero(np.diff(last, prepend=-2) != 1)
+    if len(last) and found.all() and len(starts) <= max(1, len(last) // MAX_RUN_SHARE):
         # the rows are already in order but for a few runs (batches stacked in order, a few revisited
         # points): zero-copy slices instead of a gather of every value
         ends = np.append(starts[1:], len(last))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from npusim.sweep.run import run_sweep
+
 SMALL = {
     "name": "small",
     "hardware": "atlas-800t-a2",
@@ -48,6 +50,11 @@ def write_spec(tmp: Path, spec: dict, name: str = "spec.yaml") -> Path:
     path = Path(tmp) / name
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def sweep_once(tmp: Path, spec: dict) -> tuple[dict, Path]:
+    """(summary, output folder) of ``spec`` swept in one process under ``tmp``."""
+    return run_sweep(write_spec(tmp, spec), tmp / "out", workers=1), tmp / "out"
 
 
 def merged(base: dict, **changes) -> dict:

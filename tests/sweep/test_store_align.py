@@ -32,3 +32,8 @@ def test_shuffled_batches_and_missing_ids():
     table, found = align(_tables(n, 50, [3, 0, 5, 1, 4, 2]), ["id", "score"], ids)
     assert table.column("score").to_pylist() == [float(i) for i in range(n)] + [None]
     assert found.tolist() == [True] * n + [False]
+
+
+def test_no_points():
+    table, found = align(_tables(10, 5, [0, 1]), ["id", "score"], pa.array([], pa.string()))
+    assert table.num_rows == 0 and table.column_names == ["id", "score"] and len(found) == 0

@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 import pytest
-from sweep_helpers import assert_spec_error, replaced, write_spec
+from sweep_helpers import assert_spec_error, replaced, sweep_once, write_spec
 
 from npusim.cli import main
 from npusim.config.hardware import load_profile
@@ -135,8 +135,7 @@ def test_batch_search_reports_a_limit_missed_at_the_smallest_batch():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tiny")
-    return run_sweep(write_spec(tmp, TINY), tmp / "out", workers=1), tmp / "out"
+    return sweep_once(tmp_path_factory.mktemp("tiny"), TINY)
 
 
 def test_tiny_serving_sweep_ranks_by_throughput_per_card(tiny):

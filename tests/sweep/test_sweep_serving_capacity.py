@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from sweep_helpers import assert_spec_error, replaced, write_spec
+from sweep_helpers import assert_spec_error, replaced, sweep_once, write_spec
 
 from npusim.cli import main
 from npusim.config.hardware import load_profile
@@ -51,8 +51,7 @@ def test_capacity_spec_error_is_one_line(tmp_path, spec, field, needle):
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("capacity")
-    return run_sweep(write_spec(tmp, SPEC), tmp / "out", workers=1), tmp / "out"
+    return sweep_once(tmp_path_factory.mktemp("capacity"), SPEC)
 
 
 def test_each_point_answers_with_the_layout_search_of_its_instance(swept):
