@@ -72,7 +72,11 @@ def qwen3_section(recs) -> list[str]:
         "That is the signature of host-bound execution (dropless routing needs the per-expert token "
         "counts on the host before the expert GEMMs are launched, and small per-expert FP8 kernels are "
         "launched from Python) or of a software change between the containers, not of the hardware npusim "
-        "models. Fitting it would need a per-row constant.\n",
+        "models. Fitting it would need a per-row constant. The device session measures the first "
+        "explanation on one GPU: `npusim microbench --steps` times Qwen3-30B-A3B's MoE layer at V074's "
+        "8192 tokens per micro-batch both as batched GEMMs (V906) and dropless with a GEMM per expert "
+        "and the counts on the host (V907), with each step's host issue time and operator count "
+        "([calibration.md](calibration.md#single-device-training-steps-npusim-microbench---steps)).\n",
     ]
 
 

@@ -17,7 +17,8 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds on a CPU; checks the pipeline only)")
     p.add_argument("--steps", action="store_true",
                    help="also time whole single-device bf16 training steps of 1-7B dense and MoE decoders and "
-                        "write them as run records (training_steps.csv) for `npusim validate`")
+                        "write them as run records (training_steps.csv) for `npusim validate`, with each step's host "
+                        "issue time and operator count (training_steps_host.csv)")
     p.add_argument("--hardware", choices=HARDWARE, default=None, metavar="PRESET",
                    help="hardware preset the training-step records name (default: from the device name, "
                         "else nvidia-h200-sxm-141g)")

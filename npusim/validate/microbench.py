@@ -357,5 +357,6 @@ def run_microbench(out_dir: str | Path, device: str = "auto", quick: bool = Fals
     if steps:
         from npusim.validate.stepbench import run_stepbench
 
-        counts["training_steps.csv"] = run_stepbench(dev, out, env, quick, hardware, log)
+        counts["training_steps.csv"] = counts["training_steps_host.csv"] = run_stepbench(dev, out, env, quick,
+                                                                                         hardware, log)
     return counts

@@ -8,22 +8,32 @@ causal flash attention (``scaled_dot_product_attention``) with GQA, a SwiGLU MLP
 block. Expert routing is forced to balance (token i's j-th expert is (i*k + j) mod E, the router's
 probabilities still weight the outputs and get gradients), as ``routing=balanced`` in the records;
 the expert GEMMs run as one batched GEMM per projection over [experts, tokens per expert, hidden]
-(a grouped GEMM with equal groups). Training: bf16 parameters, gradients and AdamW states (fused
+(a grouped GEMM with equal groups). A ``dropless`` model routes as eager dropless MoE code does
+instead: the router's top-k picks the experts (a ``dropless`` record with ``routing=uniform`` in its
+plan cell: an untrained router spreads tokens about evenly), the per-expert token counts are copied to the host (one
+device-to-host synchronisation per MoE layer, which dropless dispatchers need to size their
+buffers) and each expert runs its own GEMMs on its rows. The pair of the same shape measures what
+that way of running costs beyond the kernels npusim prices. Training: bf16 parameters, gradients and AdamW states (fused
 AdamW where PyTorch has it), no recomputation, one micro-batch per step. In plan terms: tp = pp =
 dp = 1, zero 0, precision bf16, master_weights none.
 
 Timing: ``WARMUP`` untimed steps, then ``STEPS`` steps each timed between synchronisations; the
-record's step time is their median.
+record's step time is their median. The host side is measured too (``training_steps_host.csv``):
+the time until the last kernel of a step has been issued (the Python call returning, before the
+final synchronisation; a host-bound step issues for about as long as it runs) and the operators one
+step dispatches (counted in one extra untimed step under a dispatch mode).
 """
 from __future__ import annotations
 
 import csv
+import importlib
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from npusim.outputs import atomic_open
 from npusim.validate.microbench import Device
 from npusim.validate.runs import COLUMNS
 
@@ -48,10 +58,17 @@ class StepModel:
     experts: int = 0
     top_k: int = 0
     vocab: int = 32000
+    dropless: bool = False
+    """Route with the router's top-k, expert row counts on the host and a GEMM per expert (see above)."""
 
     @property
     def is_moe(self) -> bool:
         return self.experts > 0
+
+    @property
+    def host_syncs_per_step(self) -> int:
+        """Device-to-host synchronisations in one step besides the final one: one per MoE layer forward."""
+        return self.layers if self.dropless else 0
 
 
 FULL = (
@@ -60,11 +77,16 @@ FULL = (
     StepModel("dense-6.6b", 32, 4096, 32, 32, 11008, 4096, 1),
     StepModel("moe-2.5b-8e", 16, 2048, 16, 8, 2816, 4096, 4, experts=8, top_k=2),
     StepModel("moe-7.0b-32e", 24, 2048, 16, 4, 1408, 4096, 2, experts=32, top_k=4),
+    # Qwen3-30B-A3B's MoE layer (hidden 2048, 128 experts of width 768, top-8) and V074's 8192
+    # tokens per micro-batch, balanced and batched, then dropless with a GEMM per expert
+    StepModel("moe-5.0b-128e", 8, 2048, 16, 4, 768, 4096, 2, experts=128, top_k=8),
+    StepModel("moe-5.0b-128e-dropless", 8, 2048, 16, 4, 768, 4096, 2, experts=128, top_k=8, dropless=True),
 )
 """Models for an 80-141 GB accelerator: dense and MoE decoders of about 1-7B parameters."""
 QUICK = (
     StepModel("tiny-dense", 2, 64, 4, 2, 128, 64, 2, vocab=256),
     StepModel("tiny-moe", 2, 64, 4, 2, 32, 64, 2, experts=4, top_k=2, vocab=256),
+    StepModel("tiny-moe-dropless", 2, 64, 4, 2, 32, 64, 2, experts=4, top_k=2, vocab=256, dropless=True),
 )
 """Tiny models of ``--quick`` (seconds on a CPU; they check the pipeline, not the numbers)."""
 
@@ -88,14 +110,31 @@ def build_model(torch, m: StepModel):
             flat = y.reshape(-1, m.hidden)
             tokens, k = flat.shape[0], m.top_k
             probs = self.router(flat).float().softmax(-1)
-            idx = (torch.arange(tokens * k, device=flat.device) % m.experts).view(tokens, k)
-            gate = probs.gather(1, idx).to(flat.dtype)
+            if m.dropless:
+                gate, idx = probs.topk(k, -1)
+                gate = gate.to(flat.dtype)
+            else:
+                idx = (torch.arange(tokens * k, device=flat.device) % m.experts).view(tokens, k)
+                gate = probs.gather(1, idx).to(flat.dtype)
             order = idx.reshape(-1).argsort(stable=True)
-            grouped = flat.repeat_interleave(k, 0)[order].view(m.experts, -1, m.hidden)
-            a, g = torch.baddbmm(self.b_up, grouped, self.w_up).chunk(2, -1)
-            out = torch.baddbmm(self.b_down, F.silu(a) * g, self.w_down).reshape(-1, m.hidden)
+            rows = flat.repeat_interleave(k, 0)[order]
+            out = self.per_expert(rows, idx) if m.dropless else self.batched(rows)
             unpermuted = torch.empty_like(out).index_copy(0, order, out)
             return (unpermuted.view(tokens, k, m.hidden) * gate.unsqueeze(-1)).sum(1).view_as(y)
+
+        def batched(self, rows):
+            """Equal groups: one batched GEMM per projection."""
+            a, g = torch.baddbmm(self.b_up, rows.view(m.experts, -1, m.hidden), self.w_up).chunk(2, -1)
+            return torch.baddbmm(self.b_down, F.silu(a) * g, self.w_down).reshape(-1, m.hidden)
+
+        def per_expert(self, rows, idx):
+            """Rows sorted by expert: counts to the host (the dropless synchronisation), a GEMM per expert."""
+            counts = torch.bincount(idx.reshape(-1), minlength=m.experts).tolist()
+            outs = []
+            for e, part in enumerate(rows.split(counts)):
+                a, g = (part @ self.w_up[e] + self.b_up[e]).chunk(2, -1)
+                outs.append((F.silu(a) * g) @ self.w_down[e] + self.b_down[e])
+            return torch.cat(outs)
 
     class Mlp(nn.Module):
         def __init__(self):
@@ -142,8 +181,39 @@ def build_model(torch, m: StepModel):
     return Decoder()
 
 
-def time_steps(dev: Device, m: StepModel, warmup: int = WARMUP, steps: int = STEPS) -> tuple[list[float], Optional[float]]:
-    """Seconds of each timed training step of ``m`` on ``dev``, and the peak memory in GB (accelerators)."""
+@dataclass(frozen=True)
+class StepTiming:
+    """What timing one model measured."""
+
+    step_s: list[float]
+    """Wall time of each timed step, synchronisation to synchronisation."""
+    issue_s: list[float]
+    """Of each timed step, the wall time until its last kernel was issued (before the final synchronisation)."""
+    dispatched_ops: int
+    """Operators one step dispatches (forward, backward and optimizer), counted in one untimed step."""
+    peak_GB: Optional[float]
+    """Peak allocated device memory (accelerators)."""
+
+
+def count_dispatched_ops(torch, fn) -> int:
+    """Operators that reach the dispatcher below autograd while ``fn()`` runs (about one kernel each)."""
+    mode_base = importlib.import_module("torch.utils._python_dispatch").TorchDispatchMode
+
+    class Count(mode_base):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.calls
+
+
+def time_steps(dev: Device, m: StepModel, warmup: int = WARMUP, steps: int = STEPS) -> StepTiming:
+    """Time training steps of ``m`` on ``dev``: each step's wall and host-issue time, the operators one
+    step dispatches and the peak memory in GB (accelerators)."""
     torch = dev.torch
     torch.manual_seed(0)
     with torch.device(dev.kind):  # initialise on the device (a 7B model in fp32 is 28 GB of host memory)
@@ -164,14 +234,17 @@ def time_steps(dev: Device, m: StepModel, warmup: int = WARMUP, steps: int = STE
     dev.sync()
     if dev.backend is not None:
         dev.backend.reset_peak_memory_stats()
-    times = []
+    times, issued = [], []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
+        issued.append(time.perf_counter() - t0)
         dev.sync()
         times.append(time.perf_counter() - t0)
     peak = dev.backend.max_memory_allocated() / 1e9 if dev.backend is not None else None
-    return times, peak
+    ops = count_dispatched_ops(torch, step)
+    dev.sync()
+    return StepTiming(times, issued, ops, peak)
 
 
 def parameter_count(torch, m: StepModel) -> int:
@@ -195,12 +268,17 @@ def record_row(index: int, m: StepModel, hardware: str, step_s: float, peak_gb: 
         "measured_tokens_per_s_per_device": f"{tokens / step_s:.6g}", "published_metric": f"step_time_s={step_s:.6g}",
         "flop_convention": "none",
         "notes": (f"median of {STEPS} steps after {WARMUP} warm-up steps; bf16 parameters, gradients and AdamW states; "
-                  "SDPA causal attention; balanced routing, experts as batched GEMMs"
+                  "SDPA causal attention"
+                  + (("; dropless: router top-k, expert row counts copied to the host in every MoE layer, "
+                      "one GEMM per expert" if m.dropless else "; balanced routing, experts as batched GEMMs")
+                     if m.is_moe else "")
                   + (f"; peak memory {peak_gb:.1f} GB" if peak_gb is not None else "")),
     })
     if m.is_moe:
         row.update({"experts": m.experts, "top_k": m.top_k, "shared_experts": 0, "expert_ffn_hidden": m.ffn_hidden,
-                    "dense_layers": 0, "ep": 1, "etp": 1, "routing": "balanced"})
+                    "dense_layers": 0, "ep": 1, "etp": 1, "routing": "dropless" if m.dropless else "balanced"})
+        if m.dropless:  # an untrained router spreads tokens about evenly: random top-k, not a trained router's skew
+            row["plan"] = "routing=uniform"
     else:
         row["ffn_hidden"] = m.ffn_hidden
     return row
@@ -219,14 +297,27 @@ def hardware_for(env: dict, given: Optional[str]) -> str:
     return next((preset for key, preset in HARDWARE_BY_NAME if key in name), "nvidia-h200-sxm-141g")
 
 
+HOST_COLUMNS = ("id", "step_s", "host_issue_s", "dispatched_ops", "host_syncs_per_step")
+"""Columns of training_steps_host.csv: per record, the median step and host-issue times, the operators
+one step dispatches and the synchronisations inside a step (``StepModel.host_syncs_per_step``)."""
+
+
+def host_row(row_id: str, m: StepModel, t: StepTiming) -> dict:
+    """The host-side line of one measured model (HOST_COLUMNS)."""
+    return {"id": row_id, "step_s": f"{statistics.median(t.step_s):.6g}",
+            "host_issue_s": f"{statistics.median(t.issue_s):.6g}", "dispatched_ops": t.dispatched_ops,
+            "host_syncs_per_step": m.host_syncs_per_step}
+
+
 def run_stepbench(dev: Device, out: Path, env: dict, quick: bool, hardware: Optional[str] = None,
                   log=None) -> int:
-    """Time every model of the set and write ``training_steps.csv`` into ``out``; returns the row count."""
+    """Time every model of the set; write ``training_steps.csv`` (run records) and
+    ``training_steps_host.csv`` (HOST_COLUMNS) into ``out``; returns the row count."""
     preset = hardware_for(env, hardware)
-    rows = []
+    rows, host = [], []
     for i, m in enumerate(QUICK if quick else FULL):
         try:
-            times, peak = time_steps(dev, m, warmup=1 if quick else WARMUP, steps=2 if quick else STEPS)
+            t = time_steps(dev, m, warmup=1 if quick else WARMUP, steps=2 if quick else STEPS)
         except RuntimeError as e:  # torch.OutOfMemoryError: record the others, say which did not fit
             if "out of memory" not in str(e).lower():
                 raise
@@ -235,16 +326,17 @@ def run_stepbench(dev: Device, out: Path, env: dict, quick: bool, hardware: Opti
             if dev.backend is not None:
                 dev.backend.empty_cache()
             continue
-        step = statistics.median(times)
-        rows.append(record_row(i, m, preset, step, peak, env))
+        step = statistics.median(t.step_s)
+        rows.append(record_row(i, m, preset, step, t.peak_GB, env))
+        host.append(host_row(rows[-1]["id"], m, t))
         if log:
-            log(f"training step {m.name}: {step * 1e3:.1f} ms" + (f", peak {peak:.1f} GB" if peak is not None else ""))
+            log(f"training step {m.name}: {step * 1e3:.1f} ms, issued in {statistics.median(t.issue_s) * 1e3:.1f} ms, "
+                f"{t.dispatched_ops} operators" + (f", peak {t.peak_GB:.1f} GB" if t.peak_GB is not None else ""))
         if dev.backend is not None:
             dev.backend.empty_cache()
-    from npusim.outputs import atomic_open
-
-    with atomic_open(out / "training_steps.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(COLUMNS), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    for name, cols, lines in (("training_steps.csv", COLUMNS, rows), ("training_steps_host.csv", HOST_COLUMNS, host)):
+        with atomic_open(out / name, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(cols), lineterminator="\n")
+            w.writeheader()
+            w.writerows(lines)
     return len(rows)
