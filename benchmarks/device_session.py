@@ -16,6 +16,7 @@ from pathlib import Path
 from _common import table
 
 import npusim.data
+from npusim.config.errors import ConfigError
 from npusim.validate.compare import format_table, validate_runs
 from npusim.validate.host_side import dropless_pairs, read_host_csv
 from npusim.validate.kernel_diff import compare_kernel_dirs
@@ -90,11 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     src = Path(args.src)
     env = json.loads((src / "env.json").read_text()) if (src / "env.json").is_file() else {}
-    steps, summary, predicted = steps_section(src)
+    try:
+        steps, summary, predicted = steps_section(src)
+        host = host_section(src, predicted)
+    except ConfigError as e:  # a malformed measured file: one line, exit 2
+        print(f"device_session: error: {e}", file=sys.stderr)
+        return 2
     text = "\n".join(["# Single-device check on a real accelerator\n",
                       f"Generated {datetime.date.today()} by `python benchmarks/device_session.py --from {src}` "
                       f"on {env.get('name', 'an unnamed device')} (torch {env.get('torch')}, CUDA {env.get('cuda')}).\n"]
-                     + kernel_section(src) + steps + host_section(src, predicted))
+                     + kernel_section(src) + steps + host)
     print(text)
     Path(args.out).write_text(text)
     return 0 if summary["skipped"] == 0 else 1

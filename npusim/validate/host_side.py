@@ -9,7 +9,7 @@ much a dropless MoE layer costs beyond its kernels: the data a host-dispatch mod
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -40,17 +40,25 @@ class HostRow:
         return self.host_issue_s / self.dispatched_ops * 1e6 if self.dispatched_ops else float("nan")
 
 
+HOST_COLUMNS = tuple(f.name for f in fields(HostRow))
+"""Columns of training_steps_host.csv."""
+
+
 def read_host_csv(path: str | Path) -> list[HostRow]:
-    """Rows of a training_steps_host.csv; a malformed cell is a ConfigError naming file, line and column."""
+    """Rows of a training_steps_host.csv; a missing or malformed cell is a ConfigError naming file, line,
+    column and value."""
     out = []
     with open(path, newline="", encoding="utf-8") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                out.append(HostRow(row["id"], float(row["step_s"]), float(row["host_issue_s"]),
-                                   int(row["dispatched_ops"]), int(row["host_syncs_per_step"])))
-            except (KeyError, TypeError, ValueError) as e:
-                raise ConfigError(f"{path}:{line}", "row", row, f"not a host-side row ({e})",
-                                  "id, step_s, host_issue_s, dispatched_ops, host_syncs_per_step") from None
+            values = {}
+            for fld in fields(HostRow):
+                cell = row.get(fld.name)
+                try:
+                    values[fld.name] = cell if fld.type == "str" else (float if fld.type == "float" else int)(cell)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{path}:{line}", fld.name, cell, f"not a {fld.type}",
+                                      f"columns {', '.join(HOST_COLUMNS)}") from None
+            out.append(HostRow(**values))
     return out
 
 

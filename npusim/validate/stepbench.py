@@ -9,12 +9,13 @@ block. Expert routing is forced to balance (token i's j-th expert is (i*k + j) m
 probabilities still weight the outputs and get gradients), as ``routing=balanced`` in the records;
 the expert GEMMs run as one batched GEMM per projection over [experts, tokens per expert, hidden]
 (a grouped GEMM with equal groups). A ``dropless`` model routes as eager dropless MoE code does
-instead: the router's top-k picks the experts (a ``dropless`` record with ``routing=uniform`` in its
-plan cell: an untrained router spreads tokens about evenly), the per-expert token counts are copied to the host (one
-device-to-host synchronisation per MoE layer, which dropless dispatchers need to size their
-buffers) and each expert runs its own GEMMs on its rows. The pair of the same shape measures what
-that way of running costs beyond the kernels npusim prices. Training: bf16 parameters, gradients and AdamW states (fused
-AdamW where PyTorch has it), no recomputation, one micro-batch per step. In plan terms: tp = pp =
+instead: the router's top-k picks the experts (a ``dropless`` record with ``routing=uniform`` in
+its plan cell: an untrained router spreads tokens about evenly), the per-expert token counts are
+copied to the host (one device-to-host synchronisation per MoE layer, which dropless dispatchers
+need to size their buffers) and each expert runs its own GEMMs on its rows. The pair of the same
+shape measures what that way of running costs beyond the kernels npusim prices.
+
+Training: bf16 parameters, gradients and AdamW states (fused AdamW where PyTorch has it), no recomputation, one micro-batch per step. In plan terms: tp = pp =
 dp = 1, zero 0, precision bf16, master_weights none.
 
 Timing: ``WARMUP`` untimed steps, then ``STEPS`` steps each timed between synchronisations; the
@@ -29,11 +30,12 @@ import csv
 import importlib
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 from npusim.outputs import atomic_open
+from npusim.validate.host_side import HOST_COLUMNS, HostRow
 from npusim.validate.microbench import Device
 from npusim.validate.runs import COLUMNS
 
@@ -297,22 +299,16 @@ def hardware_for(env: dict, given: Optional[str]) -> str:
     return next((preset for key, preset in HARDWARE_BY_NAME if key in name), "nvidia-h200-sxm-141g")
 
 
-HOST_COLUMNS = ("id", "step_s", "host_issue_s", "dispatched_ops", "host_syncs_per_step")
-"""Columns of training_steps_host.csv: per record, the median step and host-issue times, the operators
-one step dispatches and the synchronisations inside a step (``StepModel.host_syncs_per_step``)."""
-
-
-def host_row(row_id: str, m: StepModel, t: StepTiming) -> dict:
-    """The host-side line of one measured model (HOST_COLUMNS)."""
-    return {"id": row_id, "step_s": f"{statistics.median(t.step_s):.6g}",
-            "host_issue_s": f"{statistics.median(t.issue_s):.6g}", "dispatched_ops": t.dispatched_ops,
-            "host_syncs_per_step": m.host_syncs_per_step}
+def host_row(row_id: str, m: StepModel, t: StepTiming) -> HostRow:
+    """The host-side line of one measured model: median step and issue times."""
+    return HostRow(row_id, statistics.median(t.step_s), statistics.median(t.issue_s), t.dispatched_ops,
+                   m.host_syncs_per_step)
 
 
 def run_stepbench(dev: Device, out: Path, env: dict, quick: bool, hardware: Optional[str] = None,
                   log=None) -> int:
     """Time every model of the set; write ``training_steps.csv`` (run records) and
-    ``training_steps_host.csv`` (HOST_COLUMNS) into ``out``; returns the row count."""
+    ``training_steps_host.csv`` (``npusim.validate.host_side``) into ``out``; returns the row count."""
     preset = hardware_for(env, hardware)
     rows, host = [], []
     for i, m in enumerate(QUICK if quick else FULL):
@@ -326,12 +322,12 @@ def run_stepbench(dev: Device, out: Path, env: dict, quick: bool, hardware: Opti
             if dev.backend is not None:
                 dev.backend.empty_cache()
             continue
-        step = statistics.median(t.step_s)
-        rows.append(record_row(i, m, preset, step, t.peak_GB, env))
-        host.append(host_row(rows[-1]["id"], m, t))
+        rows.append(record_row(i, m, preset, statistics.median(t.step_s), t.peak_GB, env))
+        h = host_row(rows[-1]["id"], m, t)
+        host.append(asdict(h))
         if log:
-            log(f"training step {m.name}: {step * 1e3:.1f} ms, issued in {statistics.median(t.issue_s) * 1e3:.1f} ms, "
-                f"{t.dispatched_ops} operators" + (f", peak {t.peak_GB:.1f} GB" if t.peak_GB is not None else ""))
+            log(f"training step {m.name}: {h.step_s * 1e3:.1f} ms, issued in {h.host_issue_s * 1e3:.1f} ms, "
+                f"{h.dispatched_ops} operators" + (f", peak {t.peak_GB:.1f} GB" if t.peak_GB is not None else ""))
         if dev.backend is not None:
             dev.backend.empty_cache()
     for name, cols, lines in (("training_steps.csv", COLUMNS, rows), ("training_steps_host.csv", HOST_COLUMNS, host)):

@@ -23,6 +23,14 @@ def test_malformed_cell_is_one_line_naming_file_and_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         read_host_csv(path)
     assert f"{path}:2" in str(e.value) and "\n" not in str(e.value)
+    assert "host_issue_s = 'fast'" in str(e.value)
+
+
+def test_missing_column_is_named(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("id,step_s,host_issue_s,dispatched_ops\nV906,0.1,0.04,2000\n")
+    with pytest.raises(ConfigError, match="host_syncs_per_step = None"):
+        read_host_csv(path)
 
 
 def test_dropless_row_pairs_with_its_batched_twin_and_splits_the_unpriced_time_per_layer():
